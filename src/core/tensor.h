@@ -1,0 +1,87 @@
+// Non-owning views. Shapes and strides are in PyTorch order (outermost first), strides in
+// elements. Storage belongs to someone else: an mmap'd checkpoint, a workspace, a KV cache.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace dsv3 {
+
+constexpr int kMaxDims = 6;
+
+struct Shape {
+  std::array<int64_t, kMaxDims> dims{};
+  int ndim = 0;
+
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> d) {
+    for (int64_t v : d) dims[ndim++] = v;
+  }
+  static Shape from(const std::vector<int64_t>& d) {
+    Shape s;
+    for (int64_t v : d) s.dims[s.ndim++] = v;
+    return s;
+  }
+  int64_t operator[](int i) const { return dims[i < 0 ? ndim + i : i]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= dims[i];
+    return n;
+  }
+  bool operator==(const Shape& o) const {
+    if (ndim != o.ndim) return false;
+    for (int i = 0; i < ndim; ++i)
+      if (dims[i] != o.dims[i]) return false;
+    return true;
+  }
+  std::vector<int64_t> vec() const { return {dims.begin(), dims.begin() + ndim}; }
+  std::string str() const;  // "[576, 7168]"
+};
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  Shape shape;
+  std::array<int64_t, kMaxDims> strides{};  // elements
+
+  TensorView() = default;
+  // Contiguous (row-major) view.
+  TensorView(void* d, DType t, Shape s) : data(d), dtype(t), shape(s) {
+    int64_t st = 1;
+    for (int i = s.ndim - 1; i >= 0; --i) {
+      strides[i] = st;
+      st *= s.dims[i];
+    }
+  }
+  int64_t numel() const { return shape.numel(); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  bool contiguous() const {
+    int64_t st = 1;
+    for (int i = shape.ndim - 1; i >= 0; --i) {
+      if (shape.dims[i] != 1 && strides[i] != st) return false;
+      st *= shape.dims[i];
+    }
+    return true;
+  }
+  template <typename T>
+  T* ptr() const { return static_cast<T*>(data); }
+};
+
+// A 2-D weight of a linear layer, y = x . W^T, W [rows=out, cols=in], row-major, as stored.
+// FP8 block weights carry scale_inv [ceil(rows/128), ceil(cols/128)] (float32): the value of
+// W[i,j] is e4m3(W[i,j]) * scale_inv[i/128, j/128]. Other dtypes leave scale_inv null.
+constexpr int64_t kFp8Block = 128;
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::BF16;
+  int64_t rows = 0, cols = 0;
+  const float* scale_inv = nullptr;  // [ceil(rows/128), ceil(cols/128)] when dtype is F8_E4M3
+  int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
+  size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
+};
+
+}  // namespace dsv3
