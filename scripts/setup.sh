@@ -9,12 +9,14 @@ BUILD="${1:-$ROOT/build}"
 shift || true
 
 PKGS=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
-      libfmt-dev libpcre2-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nodejs npm
+      libfmt-dev libpcre2-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nodejs
       ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Some machines carry a nodejs build that bundles npm; Debian's npm package would conflict with it.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

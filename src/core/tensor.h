@@ -80,7 +80,18 @@ struct WeightView {
   DType dtype = DType::BF16;
   int64_t rows = 0, cols = 0;
   const float* scale_inv = nullptr;  // [ceil(rows/128), ceil(cols/128)] when dtype is F8_E4M3
+  // Row slice: the view's row i is row row0+i of the full matrix. `data` and `scale_inv` keep
+  // pointing at the full matrix, so FP8 scale rows stay (row0+i)/128 even when row0 is not a
+  // multiple of 128 (MLA's per-head kv_b_proj slices).
+  int64_t row0 = 0;
   int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
+  // Rows [r0, r0+n) of this view; no data is copied.
+  WeightView slice_rows(int64_t r0, int64_t n) const {
+    WeightView v = *this;
+    v.row0 = row0 + r0;
+    v.rows = n;
+    return v;
+  }
   size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
 };
 

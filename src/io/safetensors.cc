@@ -1,0 +1,181 @@
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace dsv3 {
+
+namespace {
+// Headers of real checkpoints are < 1 MB; refuse absurd sizes before allocating anything.
+constexpr uint64_t kMaxHeader = 256ull << 20;
+
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, uint64_t file_size,
+                                           const std::string& what) {
+  if (file_size < 8 || size < 8) fail("{}: truncated safetensors file ({} bytes, no header length)", what, file_size);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
+  if (n > file_size - 8)
+    fail("{}: header length {} goes beyond the end of the file ({} bytes)", what, n, file_size);
+  if (n > kMaxHeader) fail("{}: header length {} is implausibly large", what, n);
+  if (n > size - 8) fail("{}: header length {} beyond the bytes available ({})", what, n, size);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(data + 8, data + 8 + n);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed safetensors header JSON: {}", what, e.what());
+  }
+  if (!j.is_object()) fail("{}: safetensors header is not a JSON object", what);
+  SafetensorsHeader h;
+  h.data_start = 8 + n;
+  const uint64_t data_size = file_size - h.data_start;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    const auto& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail("{}: __metadata__ is not an object", what);
+      for (auto m = v.begin(); m != v.end(); ++m)
+        h.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    if (!v.is_object()) fail("{}: tensor '{}': entry is not an object", what, name);
+    auto dt = v.find("dtype");
+    auto sh = v.find("shape");
+    auto off = v.find("data_offsets");
+    if (dt == v.end() || !dt->is_string()) fail("{}: tensor '{}': missing or non-string dtype", what, name);
+    if (sh == v.end() || !sh->is_array()) fail("{}: tensor '{}': missing or non-array shape", what, name);
+    if (off == v.end() || !off->is_array() || off->size() != 2)
+      fail("{}: tensor '{}': data_offsets must be [begin, end]", what, name);
+    TensorInfo t;
+    t.name = name;
+    auto d = parse_dtype(dt->get<std::string>());
+    if (!d) fail("{}: tensor '{}': unknown dtype '{}'", what, name, dt->get<std::string>());
+    t.dtype = *d;
+    if (sh->size() > static_cast<size_t>(kMaxDims))
+      fail("{}: tensor '{}': {} dimensions (at most {})", what, name, sh->size(), kMaxDims);
+    uint64_t numel = 1;
+    for (const auto& x : *sh) {
+      if (!x.is_number_unsigned()) fail("{}: tensor '{}': shape entries must be non-negative integers", what, name);
+      const uint64_t dim = x.get<uint64_t>();
+      if (dim > (1ull << 40) || mul_overflows(numel, dim, &numel))
+        fail("{}: tensor '{}': shape too large", what, name);
+      t.shape.dims[t.shape.ndim++] = static_cast<int64_t>(dim);
+    }
+    for (const auto& x : *off)
+      if (!x.is_number_unsigned()) fail("{}: tensor '{}': data_offsets must be non-negative integers", what, name);
+    t.begin = (*off)[0].get<uint64_t>();
+    t.end = (*off)[1].get<uint64_t>();
+    if (t.begin > t.end) fail("{}: tensor '{}': data_offsets [{}, {}] are reversed", what, name, t.begin, t.end);
+    if (t.end > data_size)
+      fail("{}: tensor '{}': byte range [{}, {}] lies beyond the end of the file (data section is {} bytes; truncated file?)",
+           what, name, t.begin, t.end, data_size);
+    uint64_t expect = 0;
+    if (mul_overflows(numel, dtype_size(t.dtype), &expect) || expect != t.end - t.begin)
+      fail("{}: tensor '{}': shape {} x {} needs {} bytes but data_offsets give {}", what, name, t.shape.str(),
+           dtype_name(t.dtype), expect, t.end - t.begin);
+    h.tensors.push_back(std::move(t));
+  }
+  std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  for (size_t i = 1; i < h.tensors.size(); ++i) {
+    const auto& a = h.tensors[i - 1];
+    const auto& b = h.tensors[i];
+    if (b.begin < a.end) fail("{}: tensors '{}' and '{}' overlap in the file", what, a.name, b.name);
+  }
+  return h;
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
+  header_ = parse_safetensors_header(map_.data(), map_.size(), map_.size(), path);
+  index_.reserve(header_.tensors.size());
+  for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
+}
+
+const TensorInfo* SafetensorsFile::find(std::string_view name) const {
+  auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &header_.tensors[it->second];
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json hdr = nlohmann::ordered_json::object();
+  if (!metadata.empty()) hdr["__metadata__"] = metadata;
+  uint64_t off = 0;
+  std::vector<uint64_t> begins;
+  for (const auto& t : tensors) {
+    const uint64_t nb = static_cast<uint64_t>(t.shape.numel()) * dtype_size(t.dtype);
+    hdr[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape.vec()}, {"data_offsets", {off, off + nb}}};
+    begins.push_back(off);
+    off += nb;
+  }
+  std::string js = hdr.dump();
+  while ((js.size() + 8) % 8) js.push_back(' ');  // HF pads the header with spaces to 8 bytes
+  const uint64_t total = 8 + js.size() + off;
+
+  const std::string tmp = path + ".partial";
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{}: cannot create: {}", tmp, std::strerror(errno));
+  auto bail = [&](const std::string& what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("{}: {}: {}", path, what, std::strerror(err));
+  };
+  if (int e = ::posix_fallocate(fd, 0, static_cast<off_t>(total)); e != 0)
+    bail(fmt::format("cannot reserve {} bytes (disk full?)", total), e);
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) bail("cannot map for writing", errno);
+  auto* base = static_cast<uint8_t*>(p);
+  uint64_t n = js.size();
+  for (int i = 0; i < 8; ++i) base[i] = static_cast<uint8_t>(n >> (8 * i));
+  std::memcpy(base + 8, js.data(), js.size());
+  uint8_t* data = base + 8 + js.size();
+  try {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      tensors[i].fill(data + begins[i]);
+      // Flush what this tensor wrote and drop it from our mapping, so resident memory stays
+      // bounded by one tensor rather than growing to the whole shard.
+      const uintptr_t lo = reinterpret_cast<uintptr_t>(data + begins[i]) & ~(page - 1);
+      const uintptr_t hi = reinterpret_cast<uintptr_t>(data + begins[i] + tensors[i].shape.numel() * dtype_size(tensors[i].dtype)) & ~(page - 1);
+      if (hi > lo) {
+        if (::msync(reinterpret_cast<void*>(lo), hi - lo, MS_SYNC) != 0) throw Error(fmt::format("{}: write failed: {}", path, std::strerror(errno)));
+        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+      }
+    }
+  } catch (...) {
+    ::munmap(p, total);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::msync(p, total, MS_SYNC) != 0) {
+    const int e = errno;
+    ::munmap(p, total);
+    bail("cannot flush", e);
+  }
+  ::munmap(p, total);
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail("{}: close failed: {}", path, std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: cannot rename from {}: {}", path, tmp, std::strerror(e));
+  }
+}
+
+}  // namespace dsv3
