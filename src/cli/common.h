@@ -1,0 +1,30 @@
+// Helpers shared by the commands that run a model.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model.h"
+
+namespace dsv3::cli {
+
+struct ModelArgs {
+  std::string dir;
+  int threads = 0;
+  int64_t ctx = 0;
+  std::string dump_dir;
+};
+// -m/--model, -t/--threads, --ctx, --dump
+void add_model_args(CLI::App& app, ModelArgs& a);
+std::unique_ptr<Model> load_model(const ModelArgs& a, int64_t max_seqs = 1);
+
+// "1,2,3" -> {1, 2, 3}; throws dsv3::Error naming the bad entry.
+std::vector<int32_t> parse_ids(const std::string& s);
+
+// log-softmax of one row of logits [V] (in double for stable sums).
+void log_softmax(const float* logits, int64_t V, std::vector<float>& out);
+
+}  // namespace dsv3::cli

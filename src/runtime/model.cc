@@ -1,0 +1,374 @@
+#include "runtime/model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "ops/ops.h"
+
+namespace dsv3 {
+
+// Scratch buffers, grown to the largest batch seen and reused (bounded workspace).
+struct Model::Workspace {
+  std::vector<float> x, h, tmp, q, qa, kv, q_lat, o_lat, ov, router, mtp_cat;
+  std::vector<float> eg, eu, ex, ey;    // expert gather / gate / up / down rows
+  std::vector<int64_t> pos;             // [n] position of each token
+  std::vector<SeqCache*> seq;           // [n] cache of each token
+  std::vector<float> scores;            // [threads, ctx]
+};
+
+namespace {
+template <typename T>
+T* grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+}  // namespace
+
+Model::Model(const std::string& dir, const ModelOptions& opt)
+    : files_(open_model_files(dir)), w_(bind_weights(files_.config, *files_.checkpoint)), rope_(files_.config),
+      ws_(std::make_unique<Workspace>()) {
+  if (opt.threads > 0) ops::set_num_threads(opt.threads);
+  const ModelConfig& c = config();
+  ctx_ = opt.ctx > 0 ? opt.ctx : std::min<int64_t>(c.max_position_embeddings, 16384);
+  if (ctx_ > c.max_position_embeddings)
+    fail("--ctx {} exceeds the model's max_position_embeddings {}", ctx_, c.max_position_embeddings);
+  const int64_t blocks_per_seq = (ctx_ + KVCache::kBlockSize - 1) / KVCache::kBlockSize + 1;
+  kv_ = std::make_unique<KVCache>(c.total_layers(), c.kv_cache_dim(), blocks_per_seq * std::max<int64_t>(1, opt.max_seqs));
+}
+
+Model::~Model() = default;
+
+double Model::weight_bytes() const {
+  double b = 0;
+  for (const auto& t : files_.checkpoint->tensors()) b += static_cast<double>(t.info->nbytes());
+  return b;
+}
+
+double Model::decode_bytes_per_token() const {
+  const ModelConfig& c = config();
+  auto bytes = [](const WeightView& v) {
+    double b = static_cast<double>(v.nbytes());
+    if (v.scale_inv) b += static_cast<double>((v.rows + 127) / 128 * v.scale_cols()) * 4.0;
+    return b;
+  };
+  auto mlp_bytes = [&](const MlpWeights& m) { return bytes(m.gate) + bytes(m.up) + bytes(m.down); };
+  double total = bytes(w_.lm_head) + bytes(w_.norm) + static_cast<double>(c.hidden_size * dtype_size(w_.embed.dtype));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerWeights& L = w_.layers[static_cast<size_t>(i)];
+    const AttentionWeights& a = L.attn;
+    total += bytes(L.input_norm) + bytes(L.post_norm);
+    total += (c.q_lora_rank > 0 ? bytes(a.q_a) + bytes(a.q_a_norm) + bytes(a.q_b) : bytes(a.q)) + bytes(a.kv_a) +
+             bytes(a.kv_a_norm) + bytes(a.kv_b) + bytes(a.o);
+    if (!L.moe) {
+      total += mlp_bytes(L.mlp);
+    } else {
+      total += bytes(L.moe_w.router) + (L.moe_w.has_shared ? mlp_bytes(L.moe_w.shared) : 0.0);
+      total += static_cast<double>(c.num_experts_per_tok) * mlp_bytes(L.moe_w.experts[0]);
+    }
+  }
+  return total;
+}
+
+void Model::check_batch(std::span<SeqInput> batch, bool mtp) const {
+  const ModelConfig& c = config();
+  for (const SeqInput& s : batch) {
+    if (!s.cache) fail("forward: sequence without a cache");
+    if (s.tokens.empty()) fail("forward: empty token list");
+    if (s.start < 0 || s.start > s.cache->len)
+      fail("forward: start position {} leaves a gap after the {} cached positions", s.start, s.cache->len);
+    if (s.start + static_cast<int64_t>(s.tokens.size()) > ctx_)
+      fail("{} tokens at position {} exceed the context of {} tokens", s.tokens.size(), s.start, ctx_);
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= c.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, c.vocab_size - 1);
+    if (mtp && !s.hidden) fail("forward_mtp: hidden states are required");
+  }
+}
+
+void Model::embed(const WeightView& table, std::span<SeqInput> batch, float* x) const {
+  const int64_t H = config().hidden_size;
+  const size_t es = dtype_size(table.dtype);
+  int64_t t = 0;
+  for (const SeqInput& s : batch)
+    for (int32_t tok : s.tokens)
+      to_f32(table.dtype, static_cast<const uint8_t*>(table.data) + static_cast<size_t>(tok) * H * es, x + (t++) * H,
+             static_cast<size_t>(H));
+}
+
+void Model::mlp(const MlpWeights& m, const float* h, int64_t n, float* out, bool accumulate) {
+  const int64_t H = config().hidden_size, I = m.gate.rows;
+  Workspace& w = *ws_;
+  float* g = grow(w.eg, n * I);
+  float* u = grow(w.eu, n * I);
+  ops::matmul(h, n, H, m.gate, g, I);
+  ops::matmul(h, n, H, m.up, u, I);
+  ops::silu_mul(g, u, g, n * I);
+  ops::matmul(g, n, I, m.down, out, H, accumulate);
+}
+
+void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, int layer) {
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  const MoeWeights& m = L.moe_w;
+  Workspace& w = *ws_;
+  float* logits = grow(w.router, n * E);
+  ops::matmul(h, n, H, m.router, logits, E);
+  dump("router_logits", layer, logits, n, E);
+
+  // Routing (transformers' DeepseekV3TopkRouter / DeepseekV2Moe): choose with biased scores,
+  // weigh with unbiased ones. Masked groups are set to 0, as transformers does.
+  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(E));  // (token, weight)
+  std::vector<float> score(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
+  std::vector<int64_t> idx(static_cast<size_t>(E));
+  const int64_t G = c.n_group, per = E / G;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* lg = logits + t * E;
+    if (c.scoring_func == Scoring::kSigmoid) {
+      for (int64_t e = 0; e < E; ++e) score[e] = 1.0f / (1.0f + std::exp(-lg[e]));
+    } else {
+      std::copy(lg, lg + E, score.begin());
+      ops::ref::softmax(score.data(), E);
+    }
+    for (int64_t e = 0; e < E; ++e) choice[e] = score[e] + (m.bias ? m.bias[e] : 0.0f);
+    if (c.topk_method != TopkMethod::kGreedy && G > 1) {
+      std::vector<std::pair<float, int64_t>> gs(static_cast<size_t>(G));
+      for (int64_t g = 0; g < G; ++g) {
+        const float* p = choice.data() + g * per;
+        float v;
+        if (c.topk_method == TopkMethod::kNoauxTc) {  // sum of the top two
+          float a = -std::numeric_limits<float>::infinity(), b = a;
+          for (int64_t j = 0; j < per; ++j) {
+            if (p[j] > a) { b = a; a = p[j]; } else if (p[j] > b) b = p[j];
+          }
+          v = a + b;
+        } else {
+          v = *std::max_element(p, p + per);
+        }
+        gs[g] = {v, g};
+      }
+      std::partial_sort(gs.begin(), gs.begin() + c.topk_group, gs.end(),
+                        [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      std::vector<char> keep(static_cast<size_t>(G), 0);
+      for (int64_t k = 0; k < c.topk_group; ++k) keep[gs[k].second] = 1;
+      for (int64_t e = 0; e < E; ++e)
+        if (!keep[e / per]) choice[e] = 0.0f;
+    }
+    for (int64_t e = 0; e < E; ++e) idx[e] = e;
+    std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [&](int64_t a, int64_t b) {
+      return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
+    });
+    float sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) sum += score[idx[k]];
+    const bool norm = c.norm_topk_prob && K > 1;
+    for (int64_t k = 0; k < K; ++k) {
+      float wk = score[idx[k]];
+      if (norm) wk /= (sum + 1e-20f);
+      wk *= static_cast<float>(c.routed_scaling_factor);
+      by_expert[idx[k]].push_back({t, wk});
+    }
+  }
+
+  // Shared experts over all tokens, then each routed expert once over the tokens that chose it,
+  // so every expert's weights are read once per step.
+  if (m.has_shared) mlp(m.shared, h, n, out, false);
+  else std::fill(out, out + n * H, 0.0f);
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& toks = by_expert[e];
+    if (toks.empty()) continue;
+    const int64_t mtok = static_cast<int64_t>(toks.size());
+    float* xin = grow(w.ex, mtok * H);
+    for (int64_t i = 0; i < mtok; ++i) std::memcpy(xin + i * H, h + toks[i].first * H, static_cast<size_t>(H) * 4);
+    float* y = grow(w.ey, mtok * H);
+    mlp(m.experts[e], xin, mtok, y, false);
+    for (int64_t i = 0; i < mtok; ++i) ops::axpy(toks[i].second, y + i * H, out + toks[i].first * H, H);
+  }
+}
+
+void Model::attention(int li, const float* h, int64_t n, float* out) {
+  const ModelConfig& c = config();
+  const AttentionWeights& A = w_.layers[static_cast<size_t>(li)].attn;
+  const int64_t H = c.hidden_size, nh = c.num_attention_heads, nope = c.qk_nope_head_dim, rd = c.qk_rope_head_dim;
+  const int64_t vd = c.v_head_dim, kvl = c.kv_lora_rank, qk = nope + rd, kvd = kvl + rd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Workspace& w = *ws_;
+
+  float* q = grow(w.q, n * nh * qk);  // [n, nh, nope+rope]
+  if (c.q_lora_rank > 0) {
+    const int64_t ql = c.q_lora_rank;
+    float* qa = grow(w.qa, n * ql);
+    ops::matmul(h, n, H, A.q_a, qa, ql);
+    ops::rmsnorm(qa, n, ql, A.q_a_norm, eps, qa);
+    ops::matmul(qa, n, ql, A.q_b, q, nh * qk);
+  } else {
+    ops::matmul(h, n, H, A.q, q, nh * qk);
+  }
+  float* kv = grow(w.kv, n * kvd);  // [n, kv_lora + rope]
+  ops::matmul(h, n, H, A.kv_a, kv, kvd);
+  std::vector<float> cs(static_cast<size_t>(rd));
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = kv + t * kvd;
+    ops::rmsnorm(row, 1, kvl, A.kv_a_norm, eps, row);
+    rope_.table(w.pos[t], cs.data());
+    Rope::rotate(row + kvl, cs.data(), rd);
+    for (int64_t hd = 0; hd < nh; ++hd) Rope::rotate(q + (t * nh + hd) * qk + nope, cs.data(), rd);
+    SeqCache* s = w.seq[t];
+    const int64_t p = w.pos[t];
+    std::memcpy(kv_->slot(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize), row,
+                static_cast<size_t>(kvd) * 4);
+  }
+  dump("q", li, q, n, nh * qk);
+  dump("kv_latent", li, kv, n, kvd);
+
+  // Absorb W_uk into q: q_lat[t, h] = q_nope[t, h] . W_uk_h  [n, nh, kv_lora]
+  float* q_lat = grow(w.q_lat, n * nh * kvl);
+  for (int64_t hd = 0; hd < nh; ++hd)
+    ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
+
+  // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora].
+  float* o_lat = grow(w.o_lat, n * nh * kvl);
+  const float scale = static_cast<float>(c.softmax_scale());
+  const int nthreads = omp_get_max_threads();
+  float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * ctx_);
+#pragma omp parallel for schedule(dynamic) collapse(2)
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t hd = 0; hd < nh; ++hd) {
+      float* sc = scores_all + static_cast<int64_t>(omp_get_thread_num()) * ctx_;
+      const SeqCache* s = w.seq[t];
+      const int64_t P = w.pos[t] + 1;
+      const float* ql = q_lat + (t * nh + hd) * kvl;
+      const float* qp = q + (t * nh + hd) * qk + nope;
+      for (int64_t j = 0; j < P; ++j) {
+        const float* kvj = kv_->slot(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
+        sc[j] = (ops::dot(ql, kvj, kvl) + ops::dot(qp, kvj + kvl, rd)) * scale;
+      }
+      ops::softmax(sc, P);
+      float* o = o_lat + (t * nh + hd) * kvl;
+      std::fill(o, o + kvl, 0.0f);
+      for (int64_t j = 0; j < P; ++j) {
+        const float* kvj = kv_->slot(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
+        ops::axpy(sc[j], kvj, o, kvl);
+      }
+    }
+  }
+  // Up-project with W_uv per head, then o_proj.
+  float* ov = grow(w.ov, n * nh * vd);
+  for (int64_t hd = 0; hd < nh; ++hd)
+    ops::matmul(o_lat + hd * kvl, n, nh * kvl, A.kv_b.slice_rows(hd * (nope + vd) + nope, vd), ov + hd * vd, nh * vd);
+  ops::matmul(ov, n, nh * vd, A.o, out, H);
+}
+
+void Model::layer_forward(int li, float* x, int64_t n) {
+  const ModelConfig& c = config();
+  const LayerWeights& L = w_.layers[static_cast<size_t>(li)];
+  const int64_t H = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Workspace& w = *ws_;
+  float* h = grow(w.h, n * H);
+  float* o = grow(w.tmp, n * H);
+  ops::rmsnorm(x, n, H, L.input_norm, eps, h);
+  dump("attn_norm", li, h, n, H);
+  attention(li, h, n, o);
+  dump("attn_out", li, o, n, H);
+  ops::add(x, o, n * H);
+  ops::rmsnorm(x, n, H, L.post_norm, eps, h);
+  dump("ffn_norm", li, h, n, H);
+  if (L.moe) moe(L, h, n, o, li);
+  else mlp(L.mlp, h, n, o, false);
+  dump("ffn_out", li, o, n, H);
+  ops::add(x, o, n * H);
+  dump("residual", li, x, n, H);
+}
+
+void Model::head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
+                 ForwardOutput& out, bool want_hidden) {
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  ops::rmsnorm(x, n, H, norm, static_cast<float>(c.rms_norm_eps), x);
+  dump("final_norm", -1, x, n, H);
+  if (want_hidden) out.hidden.assign(x, x + n * H);
+  // Gather the rows that need logits, then one matmul over the head.
+  std::vector<int64_t> rows;
+  int64_t t = 0;
+  for (const SeqInput& s : batch) {
+    const int64_t k = static_cast<int64_t>(s.tokens.size());
+    for (int64_t i = s.all_logits ? 0 : k - 1; i < k; ++i) rows.push_back(t + i);
+    t += k;
+  }
+  float* g = grow(ws_->h, static_cast<int64_t>(rows.size()) * H);
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(g + r * H, x + rows[r] * H, static_cast<size_t>(H) * 4);
+  out.rows = static_cast<int64_t>(rows.size());
+  out.logits.resize(static_cast<size_t>(out.rows * V));
+  ops::matmul(g, out.rows, H, head, out.logits.data(), V);
+  dump("logits", -1, out.logits.data(), out.rows, V);
+}
+
+void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hidden) {
+  check_batch(batch, false);
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size;
+  Workspace& w = *ws_;
+  int64_t n = 0;
+  w.pos.clear();
+  w.seq.clear();
+  for (SeqInput& s : batch) {
+    const int64_t k = static_cast<int64_t>(s.tokens.size());
+    reserve_positions(*kv_, *s.cache, s.start, s.start + k);
+    for (int64_t i = 0; i < k; ++i) {
+      w.pos.push_back(s.start + i);
+      w.seq.push_back(s.cache);
+    }
+    n += k;
+  }
+  float* x = grow(w.x, n * H);
+  embed(w_.embed, batch, x);
+  dump("embed", -1, x, n, H);
+  for (int64_t li = 0; li < c.num_hidden_layers; ++li) layer_forward(static_cast<int>(li), x, n);
+  for (SeqInput& s : batch) s.cache->len = s.start + static_cast<int64_t>(s.tokens.size());
+  head(w_.norm, w_.lm_head, batch, x, n, out, want_hidden);
+}
+
+void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out) {
+  if (!has_mtp()) fail("this checkpoint has no MTP module (num_nextn_predict_layers is 0)");
+  check_batch(batch, true);
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size;
+  const int li = static_cast<int>(c.num_hidden_layers);
+  const MtpWeights& M = w_.layers[static_cast<size_t>(li)].mtp;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Workspace& w = *ws_;
+  int64_t n = 0;
+  w.pos.clear();
+  w.seq.clear();
+  for (SeqInput& s : batch) {
+    const int64_t k = static_cast<int64_t>(s.tokens.size());
+    // The MTP layer shares the sequence's block table; its own layer slot holds its latents.
+    reserve_positions(*kv_, *s.cache, s.start, s.start + k);
+    for (int64_t i = 0; i < k; ++i) {
+      w.pos.push_back(s.start + i);
+      w.seq.push_back(s.cache);
+    }
+    n += k;
+  }
+  // z = eh_proj([enorm(emb(t_{i+1})); hnorm(h_i)])  [n, 2H] -> [n, H]
+  float* cat = grow(w.mtp_cat, n * 2 * H);
+  float* e = grow(w.tmp, n * H);
+  embed(M.embed, batch, e);
+  int64_t t = 0;
+  for (const SeqInput& s : batch)
+    for (size_t i = 0; i < s.tokens.size(); ++i, ++t) {
+      ops::rmsnorm(e + t * H, 1, H, M.enorm, eps, cat + t * 2 * H);
+      ops::rmsnorm(s.hidden + static_cast<int64_t>(i) * H, 1, H, M.hnorm, eps, cat + t * 2 * H + H);
+    }
+  float* x = grow(w.x, n * H);
+  ops::matmul(cat, n, 2 * H, M.eh_proj, x, H);
+  dump("mtp_z", li, x, n, H);
+  layer_forward(li, x, n);
+  head(M.head_norm, M.head, batch, x, n, out, false);
+}
+
+}  // namespace dsv3
