@@ -5,6 +5,7 @@
 #include "cli/command.h"
 #include "cli/common.h"
 #include "core/error.h"
+#include "runtime/sampler.h"
 
 namespace dsv3::cli {
 namespace {
@@ -41,12 +42,8 @@ int run_score(const ScoreOpts& o) {
       log_softmax(out.logits.data() + r * V, V, lsm);
       lps.push_back(lsm[static_cast<size_t>(ids[static_cast<size_t>(i + 1)])]);
       if (o.top > 0) {
-        std::vector<int32_t> order(static_cast<size_t>(V));
-        for (int32_t v = 0; v < V; ++v) order[static_cast<size_t>(v)] = v;
-        std::partial_sort(order.begin(), order.begin() + o.top, order.end(),
-                          [&](int32_t a, int32_t b) { return lsm[a] > lsm[b] || (lsm[a] == lsm[b] && a < b); });
         nlohmann::ordered_json t = nlohmann::ordered_json::object();
-        for (int k2 = 0; k2 < o.top; ++k2) t["token_id:" + std::to_string(order[k2])] = lsm[order[k2]];
+        for (const auto& [id, lp] : top_logprobs(lsm, o.top)) t["token_id:" + std::to_string(id)] = lp;
         tops.push_back(t);
       } else {
         tops.push_back(nlohmann::ordered_json::object());

@@ -69,14 +69,4 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-void log_softmax(const float* logits, int64_t V, std::vector<float>& out) {
-  float mx = -INFINITY;
-  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
-  double sum = 0;
-  for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
-  const float lse = mx + static_cast<float>(std::log(sum));
-  out.resize(static_cast<size_t>(V));
-  for (int64_t i = 0; i < V; ++i) out[static_cast<size_t>(i)] = logits[i] - lse;
-}
-
 }  // namespace dsv3::cli

@@ -24,7 +24,4 @@ std::unique_ptr<Model> load_model(const ModelArgs& a, int64_t max_seqs = 1);
 // "1,2,3" -> {1, 2, 3}; throws dsv3::Error naming the bad entry.
 std::vector<int32_t> parse_ids(const std::string& s);
 
-// log-softmax of one row of logits [V] (in double for stable sums).
-void log_softmax(const float* logits, int64_t V, std::vector<float>& out);
-
 }  // namespace dsv3::cli

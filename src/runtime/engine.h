@@ -1,0 +1,103 @@
+// Continuous batching over one Model: requests join between steps, each step is one forward
+// over a ragged batch (prefill chunks of new requests beside the decode tokens of running ones),
+// finished requests leave. Also: MTP speculative decoding per request, prompt/output logprobs,
+// and prefix caching of the paged latent cache (block-granular hashing, LRU eviction).
+// submit() and cancel() may be called from any thread; step() from one thread.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+
+namespace dsv3 {
+
+struct GenerateOptions {
+  int64_t max_tokens = 256;
+  SamplingParams sampling;
+  bool ignore_eos = false;
+  bool speculative = false;     // MTP speculative decoding (needs an MTP module)
+  int logprobs = -1;            // -1: none; else the chosen token's logprob and the top N (0..20)
+  bool prompt_logprobs = false; // logprobs of every prompt token (echo / scoring)
+  std::vector<int32_t> stop_ids;  // extra token ids that end generation (like EOS)
+};
+
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first
+};
+
+struct FinishInfo {
+  std::string reason;  // "stop", "length", "cancelled", "error"
+  std::string error;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
+  int64_t drafted = 0, accepted = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  std::vector<TokenLogprob> prompt_logprobs;  // [prompt]; entry 0 has token -1 (no logprob)
+};
+
+struct RequestCallbacks {
+  // One generated token; return false to stop (stop string seen, client gone).
+  std::function<bool(int32_t token, const TokenLogprob* lp)> on_token;
+  std::function<void(const FinishInfo&)> on_finish;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 8;         // sequences decoding together
+  int64_t prefill_chunk = 256;   // prompt tokens per sequence per step
+  bool prefix_cache = true;
+};
+
+class Engine {
+ public:
+  Engine(Model& model, const EngineOptions& opt);
+  ~Engine();
+
+  // Validates (throws dsv3::Error for bad prompts/options) and queues a request; returns its id.
+  int64_t submit(std::vector<int32_t> prompt, const GenerateOptions& opt, RequestCallbacks cb);
+  void cancel(int64_t id);
+  // Runs one batched forward; returns false when there was nothing to do.
+  bool step();
+  size_t active() const;   // running + waiting
+  size_t waiting() const;
+  int64_t last_batch_size() const { return last_batch_; }
+  Model& model() { return model_; }
+
+ private:
+  struct Seq;
+  struct PrefixEntry {
+    int32_t block;
+    bool mtp_valid;
+    std::list<uint64_t>::iterator lru;
+  };
+  void admit();
+  void finish(Seq& s, const std::string& reason, const std::string& error = "");
+  bool emit(Seq& s, int32_t tok, const float* logits);
+  void lookup_prefix(Seq& s);
+  void register_prefix(Seq& s);
+  bool evict_one();
+  int32_t allocate_block();
+
+  Model& model_;
+  EngineOptions opt_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Seq>> pending_;
+  std::vector<int64_t> cancelled_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  int64_t next_id_ = 1;
+  int64_t last_batch_ = 0;
+  // Prefix cache: hash of (all tokens up to and including a full block) -> block holding it.
+  std::unordered_map<uint64_t, PrefixEntry> prefix_;
+  std::list<uint64_t> lru_;  // front: most recent
+};
+
+}  // namespace dsv3
