@@ -1,0 +1,171 @@
+// Kernel benchmark: prints the machine's measured read bandwidth beside GEMV (decode) weight
+// bandwidth and prefill GFLOP/s for V3-like shapes, FP8 and BF16 weights.
+//   bench_ops [--quick]      (DSV3_SIMD=scalar|avx2|avx512 forces a SIMD level)
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <random>
+#include <vector>
+
+#include "ops/ops.h"
+
+using namespace dsv3;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double thread_cpu_s() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+// Best seconds per call of f over repeated runs lasting at least min_s in total: wall clock,
+// and CPU time of the calling thread (with one thread, the time the kernel actually ran even
+// when other processes share the cores).
+struct Timing {
+  double wall = 1e30, cpu = 1e30;
+};
+template <class F>
+Timing time_best(F&& f, double min_s = 0.5) {
+  f();  // warm-up (page faults, scratch buffers)
+  Timing best;
+  double total = 0;
+  int runs = 0;
+  while (total < min_s || runs < 3) {
+    const auto t0 = Clock::now();
+    const double c0 = thread_cpu_s();
+    f();
+    const double c = thread_cpu_s() - c0;
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best.wall = std::min(best.wall, s);
+    best.cpu = std::min(best.cpu, c);
+    total += s;
+    ++runs;
+  }
+  return best;
+}
+
+// Read-only streaming over `buf` with `threads` threads; returns GB/s (wall, and for one
+// thread also by CPU time).
+Timing read_bandwidth(const std::vector<uint64_t>& buf, int threads) {
+  volatile uint64_t sink = 0;
+  const int64_t n = static_cast<int64_t>(buf.size());
+  const Timing s = time_best([&] {
+    uint64_t x = 0;
+#pragma omp parallel for num_threads(threads) reduction(^ : x) schedule(static)
+    for (int64_t i = 0; i < n; ++i) x ^= buf[i];
+    sink = sink + x;
+  });
+  return {static_cast<double>(n) * 8 / s.wall / 1e9, static_cast<double>(n) * 8 / s.cpu / 1e9};
+}
+
+struct Weight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;
+  WeightView view;
+};
+
+Weight make_weight(DType dt, int64_t rows, int64_t cols) {
+  Weight w;
+  w.bytes.resize(static_cast<size_t>(rows * cols) * dtype_size(dt));
+  std::mt19937 rng(7);
+  if (dt == DType::F8_E4M3) {
+    for (auto& b : w.bytes) {
+      b = static_cast<uint8_t>(rng());
+      if ((b & 0x7f) == 0x7f) b ^= 1;  // no NaN codes
+    }
+    w.scale.assign(static_cast<size_t>(((rows + 127) / 128) * ((cols + 127) / 128)), 1e-3f);
+  } else {  // BF16: random values around 1e-2
+    std::normal_distribution<float> nd(0.f, 0.01f);
+    auto* p = reinterpret_cast<uint16_t*>(w.bytes.data());
+    for (int64_t i = 0; i < rows * cols; ++i) p[i] = f32_to_bf16(nd(rng));
+  }
+  w.view.data = w.bytes.data();
+  w.view.dtype = dt;
+  w.view.rows = rows;
+  w.view.cols = cols;
+  w.view.scale_inv = dt == DType::F8_E4M3 ? w.scale.data() : nullptr;
+  return w;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int cores = omp_get_num_procs();
+  std::printf("simd %s, %d cores\n", ops::simd_name(ops::simd_level()), cores);
+
+  std::vector<uint64_t> buf((quick ? 256u : 1024u) << 17, 1);  // 256 MB / 1 GB
+  double bw[3] = {}, bw_cpu1 = 0;
+  for (int t = 1; t <= std::min(cores, 2); ++t) {
+    const Timing r = read_bandwidth(buf, t);
+    bw[t] = r.wall;
+    if (t == 1) bw_cpu1 = r.cpu;
+    std::printf("memory read bandwidth, %d thread(s): %.1f GB/s", t, bw[t]);
+    if (t == 1) std::printf(" (by thread CPU time %.1f GB/s)", bw_cpu1);
+    std::printf("\n");
+  }
+  buf = {};
+
+  const int64_t shapes[][2] = {{2048, 7168}, {7168, 2048}, {18432, 7168}};
+  std::printf("\n%-8s %-12s %3s %7s %9s %9s %7s %10s %7s\n", "dtype", "W [R, C]", "n", "threads", "ms", "GB/s",
+              "of bw", "cpu GB/s", "of bw");
+  for (DType dt : {DType::F8_E4M3, DType::BF16})
+    for (const auto& sh : shapes) {
+      if (quick && sh[0] == 18432) continue;
+      // Enough copies to rotate through that the weights come from memory, not the L3 cache.
+      const size_t bytes = static_cast<size_t>(sh[0] * sh[1]) * dtype_size(dt);
+      std::vector<Weight> ws;
+      for (size_t c = 0; c < std::max<size_t>(1, (size_t{96} << 20) / bytes + 1); ++c)
+        ws.push_back(make_weight(dt, sh[0], sh[1]));
+      size_t next = 0;
+      std::vector<float> x(8 * sh[1], 0.5f), y(8 * sh[0]);
+      for (int t = 1; t <= std::min(cores, 2); ++t) {
+        ops::set_num_threads(t);
+        for (int64_t n : {1, 2, 4, 8}) {
+          if (n > 1 && t == 1) continue;
+          const Timing s = time_best([&] {
+            ops::matmul(x.data(), n, sh[1], ws[next].view, y.data(), sh[0]);
+            next = (next + 1) % ws.size();
+          });
+          const double gbs = static_cast<double>(bytes) / s.wall / 1e9;
+          std::printf("%-8s %5lldx%-6lld %3lld %7d %9.3f %9.1f %6.0f%%", dtype_name(dt), (long long)sh[0],
+                      (long long)sh[1], (long long)n, t, s.wall * 1e3, gbs, 100 * gbs / bw[t]);
+          if (t == 1) {
+            const double cgbs = static_cast<double>(bytes) / s.cpu / 1e9;
+            std::printf(" %10.1f %6.0f%%", cgbs, 100 * cgbs / bw_cpu1);
+          }
+          std::printf("\n");
+        }
+      }
+      ops::set_num_threads(0);
+    }
+
+  std::printf("\nprefill, all %d threads; 'cpu' columns: one thread, by its CPU time\n", cores);
+  std::printf("%-8s %-12s %4s %9s %9s %10s %13s\n", "dtype", "W [R, C]", "n", "ms", "GFLOP/s", "tok/s",
+              "cpu GFLOP/s");
+  for (DType dt : {DType::F8_E4M3, DType::BF16})
+    for (const auto& sh : shapes) {
+      if (sh[0] == 18432) continue;
+      Weight w = make_weight(dt, sh[0], sh[1]);
+      std::vector<float> x(512 * sh[1], 0.5f), y(512 * sh[0]);
+      for (int64_t n : {8, 16, 32, 128, 512}) {
+        if (quick && n == 512) continue;
+        const double flop = 2.0 * n * sh[0] * sh[1];
+        ops::set_num_threads(0);
+        const Timing s = time_best([&] { ops::matmul(x.data(), n, sh[1], w.view, y.data(), sh[0]); });
+        ops::set_num_threads(1);
+        const Timing s1 = time_best([&] { ops::matmul(x.data(), n, sh[1], w.view, y.data(), sh[0]); }, 0.2);
+        ops::set_num_threads(0);
+        std::printf("%-8s %5lldx%-6lld %4lld %9.3f %9.1f %10.0f %13.1f\n", dtype_name(dt), (long long)sh[0],
+                    (long long)sh[1], (long long)n, s.wall * 1e3, flop / s.wall / 1e9, n / s.wall, flop / s1.cpu / 1e9);
+      }
+    }
+  return 0;
+}

@@ -1,0 +1,113 @@
+// dsv3 bench: prefill and decode speed, achieved weight-read bandwidth beside the machine's
+// measured read bandwidth, and resident memory.
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "cli/command.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "ops/bandwidth.h"
+#include "ops/ops.h"
+#include "runtime/engine.h"
+
+namespace dsv3::cli {
+namespace {
+
+struct BenchOpts {
+  ModelArgs model;
+  int64_t p = 128, n = 32;
+  int reps = 1;
+  bool json = false, speculative = false, no_bw = false;
+};
+
+int64_t proc_status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) {
+      std::istringstream ss(line.substr(std::string(key).size()));
+      int64_t v = 0;
+      ss >> v;
+      return v;
+    }
+  return 0;
+}
+
+int run_bench(const BenchOpts& o) {
+  if (o.p <= 0 || o.n <= 1) fail("-p must be >= 1 and -n >= 2");
+  auto model = load_model(o.model);
+  const ModelConfig& c = model->config();
+  if (o.p + o.n > model->ctx()) fail("-p + -n ({}) exceed the context of {}", o.p + o.n, model->ctx());
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> dist(2, static_cast<int32_t>(c.vocab_size - 1));
+  double best_pre = 0, best_dec = 0;
+  FinishInfo last;
+  for (int r = 0; r < o.reps; ++r) {
+    std::vector<int32_t> prompt(static_cast<size_t>(o.p));
+    for (auto& t : prompt) t = dist(rng);
+    prompt[0] = static_cast<int32_t>(c.bos_token_id);
+    EngineOptions eo;
+    eo.prefill_chunk = o.p;
+    eo.prefix_cache = false;
+    Engine engine(*model, eo);
+    GenerateOptions g;
+    g.max_tokens = o.n;
+    g.ignore_eos = true;
+    g.speculative = o.speculative;
+    bool done = false;
+    engine.submit(prompt, g, RequestCallbacks{nullptr, [&](const FinishInfo& f) { last = f, done = true; }});
+    while (!done) engine.step();
+    if (last.reason == "error") fail("bench: {}", last.error);
+    best_pre = std::max(best_pre, static_cast<double>(o.p) / last.prefill_seconds);
+    best_dec = std::max(best_dec, static_cast<double>(last.completion_tokens - 1) / last.decode_seconds);
+  }
+  const double bytes_tok = model->decode_bytes_per_token();
+  const double achieved = bytes_tok * best_dec / 1e9;
+  const double bw = o.no_bw ? 0.0 : ops::measure_read_bandwidth();
+  nlohmann::ordered_json j;
+  j["model"] = o.model.dir;
+  j["threads"] = ops::num_threads();
+  j["prompt_tokens"] = o.p;
+  j["decode_tokens"] = o.n;
+  j["prefill_tok_s"] = best_pre;
+  j["decode_tok_s"] = best_dec;
+  j["decode_bytes_per_token"] = bytes_tok;
+  j["decode_weight_gb_s"] = achieved;
+  j["memory_read_gb_s"] = bw;
+  j["bandwidth_fraction"] = bw > 0 ? achieved / bw : 0.0;
+  j["weights_bytes"] = model->weight_bytes();
+  j["kv_cache_bytes_per_token"] = c.kv_cache_dim() * c.total_layers() * 4;
+  j["peak_rss_bytes"] = proc_status_kb("VmHWM:") * 1024;
+  if (o.speculative) j["mtp"] = {{"drafted", last.drafted}, {"accepted", last.accepted}};
+  if (o.json) {
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  fmt::print("model             {} ({} threads)\n", o.model.dir, ops::num_threads());
+  fmt::print("prefill           {:.1f} tok/s ({} tokens)\n", best_pre, o.p);
+  fmt::print("decode            {:.2f} tok/s ({} tokens)\n", best_dec, o.n);
+  fmt::print("weights per token {:.1f} MB -> {:.1f} GB/s achieved\n", bytes_tok / 1e6, achieved);
+  if (bw > 0) fmt::print("memory bandwidth  {:.1f} GB/s measured -> {:.0f}% of roofline\n", bw, 100 * achieved / bw);
+  fmt::print("peak RSS          {:.1f} MB (weights {:.1f} MB mmap'd)\n", proc_status_kb("VmHWM:") / 1024.0,
+             model->weight_bytes() / 1e6);
+  return 0;
+}
+
+const bool registered = register_command(
+    {"bench", "Prefill/decode speed, achieved GB/s of weight reads vs measured memory bandwidth", [](CLI::App& app) {
+       auto o = std::make_shared<BenchOpts>();
+       add_model_args(app, o->model);
+       app.add_option("-p,--prompt-tokens", o->p, "Prompt length for prefill")->capture_default_str();
+       app.add_option("-n,--decode-tokens", o->n, "Tokens to decode")->capture_default_str();
+       app.add_option("--reps", o->reps, "Repetitions (best is reported)")->capture_default_str();
+       app.add_flag("--speculative", o->speculative, "Decode with MTP speculative decoding");
+       app.add_flag("--no-bandwidth", o->no_bw, "Skip the memory bandwidth measurement");
+       app.add_flag("--json", o->json, "Print one JSON object");
+       return [o] { return run_bench(*o); };
+     }});
+
+}  // namespace
+}  // namespace dsv3::cli

@@ -1,0 +1,38 @@
+// Private to src/ops: the table of kernels one SIMD level provides, and the helpers the
+// SIMD translation units share (they are compiled with ISA flags, so they must not define
+// inline functions or templates that other units could pick up; see kernels_impl.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace dsv3::ops::detail {
+
+// Inputs reaching these are validated by the public entry points (ops.cc).
+struct Kernels {
+  void (*matmul)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
+                 bool accumulate);
+  void (*matmul_t)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
+                   int64_t ldy);
+  void (*rmsnorm)(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  void (*softmax)(float* x, int64_t n);
+  void (*add)(float* y, const float* x, int64_t n);
+  void (*scale)(float* y, float s, int64_t n);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
+};
+
+const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
+
+// Threads to use for a job of about `work` multiply-adds: 1 for small jobs (a parallel region
+// costs microseconds), else num_threads(). Never affects results.
+int threads_for(int64_t work);
+
+// 64-byte aligned per-thread buffer of at least n floats; slot selects one of a few
+// independent buffers. Contents are undefined; valid until the same thread asks again.
+float* scratch(int slot, size_t n);
+
+}  // namespace dsv3::ops::detail

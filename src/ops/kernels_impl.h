@@ -1,0 +1,417 @@
+// The fast kernels, written once against a small vector interface `I` (see kernels_avx2.cc and
+// kernels_avx512.cc, which include this file after defining their interface) and compiled once
+// per instruction set. Everything here sits in an unnamed namespace: each SIMD translation unit
+// gets its own private copy, so no ISA-specific code can leak into another unit via the linker.
+//
+// I provides: V (float vector), W (lanes), kGemvTokens, kTileRows, kTileVecs, zero, set1, loadu,
+// storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16, load_f16,
+// load_e4m3_x2m8 (exact value times 2^-8, NaN codes not handled), has_e4m3_nan(bytes, n).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+#include "ops/kernels.h"
+
+namespace dsv3::ops::detail {
+namespace {
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// One weight element as float32, without the FP8 block scale.
+template <DType DT>
+inline float elem(const void* row, int64_t j) {
+  if constexpr (DT == DType::F32) return static_cast<const float*>(row)[j];
+  if constexpr (DT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(row)[j]);
+  if constexpr (DT == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(row)[j]);
+  if constexpr (DT == DType::F8_E4M3) return kE4M3ToF32[static_cast<const uint8_t*>(row)[j]];
+}
+
+// load_w returns FP8 values times 2^-8 (see load_e4m3_x2m8); the 2^8 is folded into the block
+// scale, which keeps every product exact in scale and away from the subnormal range.
+constexpr float kFp8VecUnit = 256.0f;
+
+// W lanes of weight elements [j, j+W) as float32 (FP8: times 2^-8), without the block scale.
+template <class I, DType DT>
+inline typename I::V load_w(const void* row, int64_t j) {
+  if constexpr (DT == DType::F32) return I::loadu(static_cast<const float*>(row) + j);
+  if constexpr (DT == DType::BF16) return I::load_bf16(static_cast<const uint16_t*>(row) + j);
+  if constexpr (DT == DType::F16) return I::load_f16(static_cast<const uint16_t*>(row) + j);
+  if constexpr (DT == DType::F8_E4M3) return I::load_e4m3_x2m8(static_cast<const uint8_t*>(row) + j);
+}
+
+template <DType DT>
+inline const void* row_ptr(const WeightView& w, int64_t r) {
+  constexpr size_t kSize = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
+  return static_cast<const char*>(w.data) + static_cast<size_t>((w.row0 + r) * w.cols) * kSize;
+}
+
+// Block scale of view row r, column c (FP8 only).
+inline float scale_at(const WeightView& w, int64_t r, int64_t c) {
+  return w.scale_inv[((w.row0 + r) / kFp8Block) * w.scale_cols() + c / kFp8Block];
+}
+
+// out[0, len) = W[r, c0 + j] dequantised exactly as ref::weight_at does (element * scale in
+// fp32). For FP8, [c0, c0+len) must lie inside one 128-column block.
+template <class I, DType DT>
+void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float* out) {
+  using V = typename I::V;
+  const void* row = row_ptr<DT>(w, r);
+  int64_t j = 0;
+  if constexpr (DT == DType::F8_E4M3) {
+    const float s = scale_at(w, r, c0);
+    const V sv = I::set1(s * kFp8VecUnit);  // (e4m3 * 2^-8) * (s * 2^8) rounds like e4m3 * s
+    for (; j + I::W <= len; j += I::W) I::storeu(out + j, I::mul(load_w<I, DT>(row, c0 + j), sv));
+    for (; j < len; ++j) out[j] = elem<DT>(row, c0 + j) * s;
+    const uint8_t* bytes = static_cast<const uint8_t*>(row) + c0;
+    if (I::has_e4m3_nan(bytes, len))  // rare: the bit trick maps NaN codes to numbers
+      for (j = 0; j < len; ++j) out[j] = kE4M3ToF32[bytes[j]] * s;
+  } else {
+    for (; j + I::W <= len; j += I::W) I::storeu(out + j, load_w<I, DT>(row, c0 + j));
+    for (; j < len; ++j) out[j] = elem<DT>(row, c0 + j);
+  }
+}
+
+// ---- decode: GEMV over NR weight rows x NT tokens, each weight row streamed once ----
+// x, y already point at the first token of the group; rows r..r+NR-1.
+// FP8: per 128-column block the partial dot is accumulated unscaled and multiplied by the block
+// scale once.
+template <class I, DType DT, int NR, int NT>
+void gemv_block(const float* x, int64_t ldx, const WeightView& w, int64_t r, float* y, int64_t ldy,
+                bool accumulate, const bool* nan_row) {
+  using V = typename I::V;
+  constexpr int W = I::W;
+  constexpr bool kFp8 = DT == DType::F8_E4M3;
+  const int64_t K = w.cols;
+  const int64_t blk = kFp8 ? kFp8Block : K;
+  const void* row[NR];
+  for (int i = 0; i < NR; ++i) row[i] = row_ptr<DT>(w, r + i);
+  V tot[NR][NT];
+  float ttot[NR][NT];
+  for (int i = 0; i < NR; ++i)
+    for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
+  for (int64_t k0 = 0; k0 < K; k0 += blk) {
+    const int64_t kend = min64(k0 + blk, K);
+    V acc[NR][NT];
+    float tail[NR][NT];
+    for (int i = 0; i < NR; ++i)
+      for (int t = 0; t < NT; ++t) acc[i][t] = I::zero(), tail[i][t] = 0;
+    int64_t j = k0;
+    for (; j + W <= kend; j += W) {
+      V xv[NT];
+      for (int t = 0; t < NT; ++t) xv[t] = I::loadu(x + t * ldx + j);
+      for (int i = 0; i < NR; ++i) {
+        const V wv = load_w<I, DT>(row[i], j);
+        for (int t = 0; t < NT; ++t) acc[i][t] = I::fma(wv, xv[t], acc[i][t]);
+      }
+    }
+    for (; j < kend; ++j)
+      for (int i = 0; i < NR; ++i) {
+        const float wv = elem<DT>(row[i], j);
+        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + j];
+      }
+    for (int i = 0; i < NR; ++i) {
+      if constexpr (kFp8) {
+        const float s = scale_at(w, r + i, k0);
+        const V sv = I::set1(s * kFp8VecUnit);
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s;
+      } else {
+        for (int t = 0; t < NT; ++t) tot[i][t] = acc[i][t], ttot[i][t] = tail[i][t];
+      }
+    }
+  }
+  for (int i = 0; i < NR; ++i)
+    for (int t = 0; t < NT; ++t) {
+      float v = I::hsum(tot[i][t]) + ttot[i][t];
+      if (kFp8 && nan_row[i]) v = std::numeric_limits<float>::quiet_NaN();
+      float& out = y[t * ldy + r + i];
+      out = accumulate ? out + v : v;
+    }
+}
+
+// One token group of NT tokens; more than 4 tokens on two rows would run out of registers
+// (NR*NT block + NR*NT total + NT x vectors), so such groups go one row at a time.
+template <class I, DType DT, int NR, int NT>
+void gemv_group(const float* x, int64_t ldx, const WeightView& w, int64_t r, float* y, int64_t ldy,
+                bool accumulate, const bool* nan_row) {
+  if constexpr (NR > 1 && NR * NT > 8) {
+    for (int i = 0; i < NR; ++i) gemv_block<I, DT, 1, NT>(x, ldx, w, r + i, y, ldy, accumulate, nan_row + i);
+  } else {
+    gemv_block<I, DT, NR, NT>(x, ldx, w, r, y, ldy, accumulate, nan_row);
+  }
+}
+
+// All n tokens for rows r..r+NR-1, in token groups of up to I::kGemvTokens (<= 8); the rows
+// stay in L1 between groups so the weights leave memory once.
+template <class I, DType DT, int NR>
+void gemv_rows(const float* x, int64_t n, int64_t ldx, const WeightView& w, int64_t r, float* y,
+               int64_t ldy, bool accumulate) {
+  bool nan_row[NR] = {};
+  if constexpr (DT == DType::F8_E4M3)
+    for (int i = 0; i < NR; ++i)
+      nan_row[i] = I::has_e4m3_nan(static_cast<const uint8_t*>(row_ptr<DT>(w, r + i)), w.cols);
+  constexpr int G = I::kGemvTokens;
+  static_assert(G >= 1 && G <= 8);
+  for (int64_t t = 0; t < n; t += G) {
+    const float* xt = x + t * ldx;
+    float* yt = y + t * ldy;
+    switch (min64(G, n - t)) {
+#define DSV3_GEMV_CASE(k) \
+  case k:                 \
+    if constexpr (k <= G) gemv_group<I, DT, NR, k>(xt, ldx, w, r, yt, ldy, accumulate, nan_row); \
+    break;
+      DSV3_GEMV_CASE(1) DSV3_GEMV_CASE(2) DSV3_GEMV_CASE(3) DSV3_GEMV_CASE(4)
+      DSV3_GEMV_CASE(5) DSV3_GEMV_CASE(6) DSV3_GEMV_CASE(7) DSV3_GEMV_CASE(8)
+#undef DSV3_GEMV_CASE
+      default: break;
+    }
+  }
+}
+
+template <class I, DType DT>
+void gemv(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  const int64_t pairs = w.rows / 2;
+  const int nt = threads_for(w.rows * w.cols * n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < pairs; ++p) gemv_rows<I, DT, 2>(x, n, ldx, w, 2 * p, y, ldy, accumulate);
+  if (w.rows % 2) gemv_rows<I, DT, 1>(x, n, ldx, w, w.rows - 1, y, ldy, accumulate);
+}
+
+// ---- prefill: dequantise a [RT, 128] weight tile once, reuse it for every token ----
+// Tokens are packed transposed, xp [token_block][K][TT], so the micro-kernel vectorises over
+// tokens and broadcasts weights; acc [RT][TT] lives in registers for one 128-column chunk and
+// in a per-thread buffer yacc [RT][tokens] between chunks.
+template <class I, int RT, int TV>
+void micro_kernel(const float* wt, const float* xp, int64_t L, float* yacc, int64_t ldacc, bool first) {
+  using V = typename I::V;
+  constexpr int W = I::W, TT = TV * I::W;
+  V acc[RT][TV];
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < TV; ++v) acc[r][v] = first ? I::zero() : I::loadu(yacc + r * ldacc + v * W);
+  for (int64_t k = 0; k < L; ++k) {
+    V xv[TV];
+    for (int v = 0; v < TV; ++v) xv[v] = I::loadu(xp + k * TT + v * W);
+    for (int r = 0; r < RT; ++r) {
+      const V b = I::set1(wt[r * kFp8Block + k]);
+      for (int v = 0; v < TV; ++v) acc[r][v] = I::fma(b, xv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < TV; ++v) I::storeu(yacc + r * ldacc + v * W, acc[r][v]);
+}
+
+template <class I, DType DT, int TV>
+void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  constexpr int RT = I::kTileRows, TT = TV * I::W;
+  const int64_t K = w.cols, R = w.rows;
+  const int64_t nb = (n + TT - 1) / TT;
+  const int nt = threads_for(R * K * n);
+  float* xp = scratch(0, static_cast<size_t>(nb * K * TT));  // [nb][K][TT]
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+      const int64_t kend = min64(k0 + 64, K);
+      for (int tt = 0; tt < TT; ++tt) {
+        const int64_t t = b * TT + tt;
+        float* dst = xp + (b * K) * TT + tt;
+        if (t < n)
+          for (int64_t k = k0; k < kend; ++k) dst[k * TT] = x[t * ldx + k];
+        else
+          for (int64_t k = k0; k < kend; ++k) dst[k * TT] = 0.0f;
+      }
+    }
+  // Token super-blocks keep the packed activations a tile sweeps (K x sb tokens) within a few MB
+  // (L3): one tile reads all of them. The weights are dequantised once per super-block.
+  const int64_t sb = max64(1, (int64_t{4} << 20) / (K * TT * 4));
+  const int64_t tiles = (R + RT - 1) / RT;
+  for (int64_t b0 = 0; b0 < nb; b0 += sb) {
+    const int64_t b1 = min64(nb, b0 + sb), t0 = b0 * TT, t1 = min64(n, b1 * TT), ldacc = (b1 - b0) * TT;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      float* wt = scratch(1, RT * kFp8Block);                     // [RT][128]
+      float* yacc = scratch(2, static_cast<size_t>(RT * ldacc));  // [RT][tokens of the super-block]
+      const int64_t r0 = tile * RT, rows = min64(RT, R - r0);
+      for (int64_t c0 = 0; c0 < K; c0 += kFp8Block) {
+        const int64_t L = min64(kFp8Block, K - c0);
+        for (int64_t r = 0; r < rows; ++r) dequant_row<I, DT>(w, r0 + r, c0, L, wt + r * kFp8Block);
+        for (int64_t r = rows; r < RT; ++r)
+          for (int64_t k = 0; k < L; ++k) wt[r * kFp8Block + k] = 0.0f;
+        for (int64_t b = b0; b < b1; ++b)
+          micro_kernel<I, RT, TV>(wt, xp + (b * K + c0) * TT, L, yacc + (b - b0) * TT, ldacc, c0 == 0);
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = t0; t < t1; ++t) {
+          float& out = y[t * ldy + r0 + r];
+          out = accumulate ? out + yacc[r * ldacc + t - t0] : yacc[r * ldacc + t - t0];
+        }
+    }
+  }
+}
+
+// Decode up to this many tokens with the GEMV; beyond it the tiled GEMM wins.
+constexpr int64_t kGemvMaxTokens = 8;
+
+template <class I, DType DT>
+void matmul_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  if (n <= kGemvMaxTokens)
+    gemv<I, DT>(x, n, ldx, w, y, ldy, accumulate);
+  else if (n <= I::W || I::kTileVecs == 1)
+    gemm<I, DT, 1>(x, n, ldx, w, y, ldy, accumulate);
+  else
+    gemm<I, DT, I::kTileVecs>(x, n, ldx, w, y, ldy, accumulate);
+}
+
+template <class I>
+void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  if (n <= 0 || w.rows <= 0) return;
+  switch (w.dtype) {
+    case DType::F32: return matmul_dt<I, DType::F32>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::BF16: return matmul_dt<I, DType::BF16>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::F16: return matmul_dt<I, DType::F16>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::F8_E4M3: return matmul_dt<I, DType::F8_E4M3>(x, n, ldx, w, y, ldy, accumulate);
+    default: return;  // rejected by the public entry point
+  }
+}
+
+template <class I>
+void axpy(float a, const float* x, float* y, int64_t n) {
+  const typename I::V av = I::set1(a);
+  int64_t i = 0;
+  for (; i + I::W <= n; i += I::W) I::storeu(y + i, I::fma(av, I::loadu(x + i), I::loadu(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// y[n, C] = x[n, R] . W: threads own 128-column chunks; within one, rows are added in order.
+template <class I, DType DT>
+void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
+  const int64_t chunks = (w.cols + kFp8Block - 1) / kFp8Block;
+  const int nt = threads_for(w.rows * w.cols * n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t c0 = ch * kFp8Block, L = min64(kFp8Block, w.cols - c0);
+    float* buf = scratch(1, kFp8Block);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 0; j < L; ++j) y[t * ldy + c0 + j] = 0.0f;
+    for (int64_t r = 0; r < w.rows; ++r) {
+      dequant_row<I, DT>(w, r, c0, L, buf);
+      for (int64_t t = 0; t < n; ++t) axpy<I>(x[t * ldx + r], buf, y + t * ldy + c0, L);
+    }
+  }
+}
+
+template <class I>
+void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
+  if (n <= 0 || w.cols <= 0) return;
+  switch (w.dtype) {
+    case DType::F32: return matmul_t_dt<I, DType::F32>(x, n, ldx, w, y, ldy);
+    case DType::BF16: return matmul_t_dt<I, DType::BF16>(x, n, ldx, w, y, ldy);
+    case DType::F16: return matmul_t_dt<I, DType::F16>(x, n, ldx, w, y, ldy);
+    case DType::F8_E4M3: return matmul_t_dt<I, DType::F8_E4M3>(x, n, ldx, w, y, ldy);
+    default: return;
+  }
+}
+
+// ---- element-wise ----
+template <class I>
+float dot(const float* a, const float* b, int64_t n) {
+  using V = typename I::V;
+  V acc[4] = {I::zero(), I::zero(), I::zero(), I::zero()};
+  int64_t i = 0;
+  for (; i + 4 * I::W <= n; i += 4 * I::W)
+    for (int u = 0; u < 4; ++u) acc[u] = I::fma(I::loadu(a + i + u * I::W), I::loadu(b + i + u * I::W), acc[u]);
+  for (; i + I::W <= n; i += I::W) acc[0] = I::fma(I::loadu(a + i), I::loadu(b + i), acc[0]);
+  float s = I::hsum(I::add(I::add(acc[0], acc[1]), I::add(acc[2], acc[3])));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <class I>
+void add(float* y, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + I::W <= n; i += I::W) I::storeu(y + i, I::add(I::loadu(y + i), I::loadu(x + i)));
+  for (; i < n; ++i) y[i] += x[i];
+}
+
+template <class I>
+void scale(float* y, float s, int64_t n) {
+  const typename I::V sv = I::set1(s);
+  int64_t i = 0;
+  for (; i + I::W <= n; i += I::W) I::storeu(y + i, I::mul(I::loadu(y + i), sv));
+  for (; i < n; ++i) y[i] *= s;
+}
+
+template <class I, DType DT>
+void rmsnorm_dt(const float* x, int64_t n, int64_t d, const void* wv, float eps, float* y) {
+  const int nt = threads_for(n * d * 8);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * d;
+    float* yr = y + t * d;
+    const float inv = 1.0f / std::sqrt(dot<I>(xr, xr, d) / static_cast<float>(d) + eps);
+    const typename I::V iv = I::set1(inv);
+    int64_t i = 0;
+    for (; i + I::W <= d; i += I::W) I::storeu(yr + i, I::mul(load_w<I, DT>(wv, i), I::mul(I::loadu(xr + i), iv)));
+    for (; i < d; ++i) yr[i] = elem<DT>(wv, i) * (xr[i] * inv);
+  }
+}
+
+template <class I>
+void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y) {
+  switch (w.dtype) {
+    case DType::F32: return rmsnorm_dt<I, DType::F32>(x, n, d, w.data, eps, y);
+    case DType::BF16: return rmsnorm_dt<I, DType::BF16>(x, n, d, w.data, eps, y);
+    case DType::F16: return rmsnorm_dt<I, DType::F16>(x, n, d, w.data, eps, y);
+    default: return;
+  }
+}
+
+template <class I>
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  using V = typename I::V;
+  const V one = I::set1(1.0f), zero = I::zero();
+  int64_t i = 0;
+  for (; i + I::W <= n; i += I::W) {
+    const V g = I::loadu(gate + i);
+    I::storeu(out + i, I::mul(I::div(g, I::add(one, I::exp(I::sub(zero, g)))), I::loadu(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+template <class I>
+void softmax(float* x, int64_t n) {
+  using V = typename I::V;
+  if (n <= 0) return;
+  float mx = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  if (n >= I::W) {
+    V m = I::loadu(x);
+    for (i = I::W; i + I::W <= n; i += I::W) m = I::max(m, I::loadu(x + i));
+    mx = I::hmax(m);
+  }
+  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+  // An all -inf row has no finite maximum; subtracting 0 keeps exp(-inf) = 0 instead of NaN.
+  if (mx == -std::numeric_limits<float>::infinity()) mx = 0;
+  const V mv = I::set1(mx);
+  V sv = I::zero();
+  for (i = 0; i + I::W <= n; i += I::W) {
+    const V e = I::exp(I::sub(I::loadu(x + i), mv));
+    I::storeu(x + i, e);
+    sv = I::add(sv, e);
+  }
+  float sum = I::hsum(sv);
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  scale<I>(x, 1.0f / sum, n);
+}
+
+template <class I>
+const Kernels& kernels_for() {
+  static const Kernels k{&matmul<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
+                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>};
+  return k;
+}
+
+}  // namespace
+}  // namespace dsv3::ops::detail

@@ -1,0 +1,162 @@
+// Public entry points: validate arguments (bad shapes/dtypes are user errors), then call the
+// kernels of the selected SIMD level. Compiled for the baseline ISA.
+#include "ops/ops.h"
+
+#include <omp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string_view>
+
+#include "core/error.h"
+#include "ops/kernels.h"
+
+namespace dsv3::ops {
+namespace {
+
+std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_num_procs()
+std::atomic<int> g_simd{-1};    // -1: not chosen yet
+
+const detail::Kernels& ref_kernels() {
+  static const detail::Kernels k{&ref::matmul, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
+                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy};
+  return k;
+}
+
+Simd best_or_env() {
+  Simd s = simd_supported(Simd::Avx512) ? Simd::Avx512 : simd_supported(Simd::Avx2) ? Simd::Avx2 : Simd::Scalar;
+  if (const char* env = std::getenv("DSV3_SIMD"); env && *env) {
+    const std::string_view v = env;
+    if (v == "scalar") s = Simd::Scalar;
+    else if (v == "avx2") s = Simd::Avx2;
+    else if (v == "avx512") s = Simd::Avx512;
+    else fail("DSV3_SIMD={}: expected scalar, avx2 or avx512", v);
+    if (!simd_supported(s)) fail("DSV3_SIMD={}: this CPU does not support it", v);
+  }
+  return s;
+}
+
+const detail::Kernels& K() {
+  switch (simd_level()) {
+    case Simd::Avx512: return detail::avx512_kernels();
+    case Simd::Avx2: return detail::avx2_kernels();
+    default: return ref_kernels();
+  }
+}
+
+void check_weight(const char* op, const WeightView& w) {
+  DSV3_CHECK(w.data != nullptr || w.rows * w.cols == 0, "{}: weight has no data", op);
+  DSV3_CHECK(w.rows >= 0 && w.cols >= 0 && w.row0 >= 0, "{}: weight has negative shape [{}, {}] or row0 {}",
+             op, w.rows, w.cols, w.row0);
+  switch (w.dtype) {
+    case DType::F32:
+    case DType::BF16:
+    case DType::F16: return;
+    case DType::F8_E4M3:
+      DSV3_CHECK(w.scale_inv != nullptr, "{}: F8_E4M3 weight [{}, {}] has no scale_inv", op, w.rows, w.cols);
+      return;
+    default: fail("{}: weight dtype {} is not supported (F32, BF16, F16, F8_E4M3)", op, dtype_name(w.dtype));
+  }
+}
+
+void check_matmul(const char* op, int64_t n, int64_t ldx, int64_t xcols, int64_t ldy, int64_t ycols) {
+  DSV3_CHECK(n >= 0, "{}: negative token count {}", op, n);
+  DSV3_CHECK(n <= 1 || (ldx >= xcols && ldy >= ycols), "{}: row strides ldx {} / ldy {} below widths {} / {}",
+             op, ldx, ldy, xcols, ycols);
+}
+
+}  // namespace
+
+const char* simd_name(Simd s) {
+  switch (s) {
+    case Simd::Avx512: return "avx512";
+    case Simd::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+bool simd_supported(Simd s) {
+  switch (s) {
+    case Simd::Scalar: return true;
+    case Simd::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case Simd::Avx512:
+      return simd_supported(Simd::Avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+}
+
+Simd simd_level() {
+  int s = g_simd.load(std::memory_order_relaxed);
+  if (s < 0) {
+    s = static_cast<int>(best_or_env());
+    g_simd.store(s);
+  }
+  return static_cast<Simd>(s);
+}
+
+void set_simd_level(Simd s) {
+  DSV3_CHECK(simd_supported(s), "SIMD level {} is not supported by this CPU", simd_name(s));
+  g_simd.store(static_cast<int>(s));
+}
+
+void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+int num_threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_num_procs();
+}
+
+namespace detail {
+
+int threads_for(int64_t work) { return work < (int64_t{1} << 16) ? 1 : num_threads(); }
+
+float* scratch(int slot, size_t n) {
+  constexpr int kSlots = 4;
+  struct Buf {
+    std::unique_ptr<float[], void (*)(float*)> p{nullptr, [](float* q) { ::operator delete[](q, std::align_val_t{64}); }};
+    size_t cap = 0;
+  };
+  thread_local Buf bufs[kSlots];
+  Buf& b = bufs[slot];
+  if (b.cap < n) {
+    b.p.reset(static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64})));
+    b.cap = n;
+  }
+  return b.p.get();
+}
+
+}  // namespace detail
+
+void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  check_weight("matmul", w);
+  check_matmul("matmul", n, ldx, w.cols, ldy, w.rows);
+  K().matmul(x, n, ldx, w, y, ldy, accumulate);
+}
+
+void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
+  check_weight("matmul_t", w);
+  check_matmul("matmul_t", n, ldx, w.rows, ldy, w.cols);
+  K().matmul_t(x, n, ldx, w, y, ldy);
+}
+
+void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y) {
+  check_weight("rmsnorm", w);
+  DSV3_CHECK(w.dtype != DType::F8_E4M3, "rmsnorm: an F8_E4M3 norm weight is not supported");
+  DSV3_CHECK(w.rows * w.cols == d, "rmsnorm: weight has {} values, expected {}", w.rows * w.cols, d);
+  // A norm weight is a whole vector, never a row slice.
+  DSV3_CHECK(w.row0 == 0, "rmsnorm: weight must not be a row slice");
+  K().rmsnorm(x, n, d, w, eps, y);
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) { K().silu_mul(gate, up, out, n); }
+void softmax(float* x, int64_t n) { K().softmax(x, n); }
+void add(float* y, const float* x, int64_t n) { K().add(y, x, n); }
+void scale(float* y, float s, int64_t n) { K().scale(y, s, n); }
+float dot(const float* a, const float* b, int64_t n) { return K().dot(a, b, n); }
+void axpy(float a, const float* x, float* y, int64_t n) { K().axpy(a, x, y, n); }
+
+}  // namespace dsv3::ops

@@ -1,0 +1,62 @@
+// Backend-neutral CPU compute kernels. Activations are float32; weights are WeightViews over
+// mmap'd checkpoint memory in their stored dtype (F32, BF16, F16, FP8 E4M3 with 128x128 block
+// scales). Dequantisation happens inside the kernels; accumulation is always fp32.
+//
+// Every op has a scalar, obviously-correct twin in dsv3::ops::ref with the same signature; the
+// fast versions (AVX2+FMA, AVX-512) are chosen at run time and are tested against it.
+// Results never depend on the thread count: threads split output elements, never a reduction.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace dsv3::ops {
+
+// SIMD level the dispatching entry points use. Default: the best the CPU supports, or the
+// environment variable DSV3_SIMD=scalar|avx2|avx512 (read once, on first use).
+enum class Simd { Scalar, Avx2, Avx512 };
+const char* simd_name(Simd s);
+bool simd_supported(Simd s);
+Simd simd_level();
+// Throws dsv3::Error when the CPU lacks `s`.
+void set_simd_level(Simd s);
+
+// Threads used by the ops (OpenMP). Default: all cores.
+void set_num_threads(int n);
+int num_threads();
+
+// y[n, w.rows] = x[n, w.cols] . W^T. Row strides ldx, ldy in elements. With `accumulate`, y +=.
+// W dtype F32, BF16, F16 or F8_E4M3 (scale_inv [ceil(R/128), ceil(C/128)] of the FULL matrix;
+// w may be a row slice, see WeightView::row0).
+void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
+            bool accumulate = false);
+// y[n, w.cols] = x[n, w.rows] . W   (the transposed use: MLA weight absorption, q_nope . W_uk).
+void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
+// y[n, d] = x / sqrt(mean(x^2) + eps) * w, fp32 math; `w` holds d values (any 2-D shape with
+// rows*cols == d), dtype F32, BF16 or F16. y may alias x.
+void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);
+// out[i] = silu(gate[i]) * up[i]; out may alias gate or up.
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+// In place, numerically stable (max subtracted); -inf entries become 0.
+void softmax(float* x, int64_t n);
+void add(float* y, const float* x, int64_t n);      // y += x
+void scale(float* y, float s, int64_t n);           // y *= s
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float a, const float* x, float* y, int64_t n);  // y += a*x
+
+namespace ref {
+void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
+            bool accumulate = false);
+void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
+void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void softmax(float* x, int64_t n);
+void add(float* y, const float* x, int64_t n);
+void scale(float* y, float s, int64_t n);
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float a, const float* x, float* y, int64_t n);
+// W[row0+r, c] as float32, exactly as the reference dequantises it: e4m3(W) * scale_inv in fp32.
+float weight_at(const WeightView& w, int64_t r, int64_t c);
+}  // namespace ref
+
+}  // namespace dsv3::ops

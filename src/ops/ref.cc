@@ -1,0 +1,97 @@
+// Scalar reference ops: one element at a time, written to be obviously correct, not fast.
+// Dot products accumulate in double so the reference is more accurate than any fp32 kernel
+// it is compared with.
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace dsv3::ops::ref {
+
+float weight_at(const WeightView& w, int64_t r, int64_t c) {
+  const int64_t row = w.row0 + r;
+  const size_t i = static_cast<size_t>(row * w.cols + c);
+  switch (w.dtype) {
+    case DType::F32: return static_cast<const float*>(w.data)[i];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F8_E4M3: {
+      const float s = w.scale_inv[(row / kFp8Block) * w.scale_cols() + c / kFp8Block];
+      return e4m3_to_f32(static_cast<const uint8_t*>(w.data)[i]) * s;
+    }
+    default: fail("weight dtype {} is not supported by the ops", dtype_name(w.dtype));
+  }
+}
+
+void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
+            bool accumulate) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double acc = 0;
+      for (int64_t c = 0; c < w.cols; ++c) acc += double(x[t * ldx + c]) * weight_at(w, r, c);
+      float& out = y[t * ldy + r];
+      out = accumulate ? out + static_cast<float>(acc) : static_cast<float>(acc);
+    }
+}
+
+void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < w.cols; ++c) {
+      double acc = 0;
+      for (int64_t r = 0; r < w.rows; ++r) acc += double(x[t * ldx + r]) * weight_at(w, r, c);
+      y[t * ldy + c] = static_cast<float>(acc);
+    }
+}
+
+void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y) {
+  DSV3_CHECK(w.rows * w.cols == d, "rmsnorm: weight has {} values, expected {}", w.rows * w.cols, d);
+  // The weight vector is read as a flat array of d values.
+  WeightView flat = w;
+  flat.rows = 1;
+  flat.cols = d;
+  flat.row0 = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / d) + eps);
+    for (int64_t i = 0; i < d; ++i) y[t * d + i] = weight_at(flat, 0, i) * (xr[i] * inv);
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = x[i] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i] / sum);
+}
+
+void add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+void scale(float* y, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] *= s;
+}
+float dot(const float* a, const float* b, int64_t n) {
+  double acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += double(a[i]) * b[i];
+  return static_cast<float>(acc);
+}
+void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace dsv3::ops::ref

@@ -1,0 +1,297 @@
+// Every op, every weight dtype, every SIMD level of this CPU against the scalar reference
+// (ops::ref, double accumulation) on shapes that are not multiples of the block sizes; plus
+// exact FP8 dequantisation over all 256 codes and thread-count invariance.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace dsv3::ops {
+namespace {
+
+// A full weight matrix [rows, cols] owning its storage, in any of the supported dtypes.
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;  // FP8: [ceil(rows/128), ceil(cols/128)]
+  WeightView view;
+};
+
+TestWeight random_weight(DType dt, int64_t rows, int64_t cols, std::mt19937& rng) {
+  TestWeight w;
+  std::normal_distribution<float> nd(0.0f, 0.5f);
+  const size_t n = static_cast<size_t>(rows * cols);
+  w.bytes.resize(n * dtype_size(dt));
+  if (dt == DType::F8_E4M3) {
+    std::uniform_int_distribution<int> code(0, 255);
+    for (auto& b : w.bytes) {
+      do b = static_cast<uint8_t>(code(rng));
+      while ((b & 0x7f) == 0x7f);  // NaN codes are tested separately
+    }
+    std::uniform_real_distribution<float> sd(2e-4f, 4e-3f);
+    w.scale.resize(static_cast<size_t>(((rows + 127) / 128) * ((cols + 127) / 128)));
+    for (auto& s : w.scale) s = sd(rng);
+  } else {
+    std::vector<float> f(n);
+    for (auto& v : f) v = nd(rng);
+    from_f32(dt, f.data(), w.bytes.data(), n);
+  }
+  w.view.data = w.bytes.data();
+  w.view.dtype = dt;
+  w.view.rows = rows;
+  w.view.cols = cols;
+  w.view.scale_inv = dt == DType::F8_E4M3 ? w.scale.data() : nullptr;
+  return w;
+}
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// Max |a-b| relative to max |ref| (norm-wise: fp32 reassociation errors scale with the sums).
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  double mx = 0, err = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    mx = std::max(mx, std::fabs(double(ref[i])));
+    err = std::max(err, std::fabs(double(got[i]) - ref[i]));
+  }
+  return mx > 0 ? err / mx : err;
+}
+
+std::vector<Simd> fast_levels() {
+  std::vector<Simd> v;
+  for (Simd s : {Simd::Avx2, Simd::Avx512})
+    if (simd_supported(s)) v.push_back(s);
+  return v;
+}
+
+// Restores the SIMD level and thread count a test changed.
+struct OpsState {
+  Simd simd = simd_level();
+  int threads = num_threads();
+  ~OpsState() {
+    set_simd_level(simd);
+    set_num_threads(threads);
+  }
+};
+
+constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
+
+struct Case {
+  int64_t full_rows, cols, row0, rows, n;
+};
+// Rows/cols/tokens that are not multiples of 128/16/8; row slices that straddle FP8 blocks.
+constexpr Case kCases[] = {
+    {576, 256, 0, 576, 1},  {576, 200, 0, 576, 3},   {96, 129, 0, 96, 17},  {130, 256, 0, 130, 64},
+    {256, 512, 64, 64, 1},  {256, 512, 100, 130, 5}, {320, 129, 63, 200, 9}, {130, 7, 1, 129, 40},
+    {33, 300, 0, 33, 8},    {576, 384, 0, 576, 33},  {1, 16, 0, 1, 2},      {130, 131, 3, 127, 100},
+    {20, 7000, 3, 17, 200},  // wide enough that the tiled GEMM splits the tokens into super-blocks
+};
+
+TEST(Ops, MatmulMatchesReference) {
+  OpsState keep;
+  std::mt19937 rng(1);
+  for (Simd s : fast_levels())
+    for (DType dt : kDtypes)
+      for (const Case& c : kCases)
+        for (bool accumulate : {false, true}) {
+          set_simd_level(s);
+          TestWeight full = random_weight(dt, c.full_rows, c.cols, rng);
+          const WeightView w = full.view.slice_rows(c.row0, c.rows);
+          const int64_t ldx = c.cols + 3, ldy = c.rows + 5;  // strided rows
+          const auto x = random_vec(static_cast<size_t>(c.n * ldx), rng);
+          const auto y0 = random_vec(static_cast<size_t>(c.n * ldy), rng);
+          std::vector<float> got = y0, want = y0;
+          matmul(x.data(), c.n, ldx, w, got.data(), ldy, accumulate);
+          ref::matmul(x.data(), c.n, ldx, w, want.data(), ldy, accumulate);
+          // Padding between rows must be untouched.
+          for (int64_t t = 0; t < c.n; ++t)
+            for (int64_t j = c.rows; j < ldy; ++j) ASSERT_EQ(got[t * ldy + j], y0[t * ldy + j]);
+          EXPECT_LT(rel_err(got, want), 1e-5) << simd_name(s) << " " << dtype_name(dt) << " rows " << c.rows
+                                              << " cols " << c.cols << " row0 " << c.row0 << " n " << c.n
+                                              << " acc " << accumulate;
+        }
+}
+
+TEST(Ops, MatmulTransposedMatchesReference) {
+  OpsState keep;
+  std::mt19937 rng(2);
+  for (Simd s : fast_levels())
+    for (DType dt : kDtypes)
+      for (const Case& c : kCases) {
+        set_simd_level(s);
+        TestWeight full = random_weight(dt, c.full_rows, c.cols, rng);
+        const WeightView w = full.view.slice_rows(c.row0, c.rows);
+        const int64_t ldx = c.rows + 2, ldy = c.cols + 1;
+        const auto x = random_vec(static_cast<size_t>(c.n * ldx), rng);
+        std::vector<float> got(static_cast<size_t>(c.n * ldy), 7.0f), want = got;
+        matmul_t(x.data(), c.n, ldx, w, got.data(), ldy);
+        ref::matmul_t(x.data(), c.n, ldx, w, want.data(), ldy);
+        EXPECT_LT(rel_err(got, want), 1e-5) << simd_name(s) << " " << dtype_name(dt) << " rows " << c.rows
+                                            << " cols " << c.cols << " n " << c.n;
+      }
+}
+
+// Every e4m3 code through every dequantising path must equal core's table exactly.
+TEST(Ops, Fp8DequantIsExactForAllCodes) {
+  OpsState keep;
+  // W [256, 32]: row i holds code i everywhere, scale 1. x one-hot on column 0, so y[t, i] is
+  // exactly the decoded value (the other products are +-0, or NaN for NaN codes).
+  constexpr int64_t R = 256, C = 32;
+  std::vector<uint8_t> codes(R * C);
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t j = 0; j < C; ++j) codes[i * C + j] = static_cast<uint8_t>(i);
+  std::vector<float> ones(4, 1.0f);  // scale_inv [2, 1]
+  WeightView w;
+  w.data = codes.data();
+  w.dtype = DType::F8_E4M3;
+  w.rows = R;
+  w.cols = C;
+  w.scale_inv = ones.data();
+  auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+  for (Simd s : fast_levels()) {
+    set_simd_level(s);
+    for (int64_t n : {1, 3, 20}) {  // GEMV and tiled paths
+      std::vector<float> x(n * C, 0.0f), y(n * R);
+      for (int64_t t = 0; t < n; ++t) x[t * C] = 1.0f;
+      matmul(x.data(), n, C, w, y.data(), R);
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t i = 0; i < R; ++i)
+          ASSERT_TRUE(same(y[t * R + i], e4m3_to_f32(static_cast<uint8_t>(i))))
+              << simd_name(s) << " n " << n << " code " << i << " got " << y[t * R + i];
+    }
+    // matmul_t with W [1, 256] holding all codes in one row: y = 1 * W.
+    WeightView row;
+    std::vector<uint8_t> all(256);
+    for (int i = 0; i < 256; ++i) all[i] = static_cast<uint8_t>(i);
+    row.data = all.data();
+    row.dtype = DType::F8_E4M3;
+    row.rows = 1;
+    row.cols = 256;
+    row.scale_inv = ones.data();
+    const float one = 1.0f;
+    std::vector<float> y(256);
+    matmul_t(&one, 1, 1, row, y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_TRUE(same(y[i], e4m3_to_f32(static_cast<uint8_t>(i)))) << "code " << i;
+  }
+}
+
+TEST(Ops, ResultsDoNotDependOnThreadCount) {
+  OpsState keep;
+  std::mt19937 rng(3);
+  for (Simd s : fast_levels())
+    for (DType dt : {DType::BF16, DType::F8_E4M3})
+      for (int64_t n : {1, 5, 40}) {
+        set_simd_level(s);
+        TestWeight w = random_weight(dt, 700, 640, rng);
+        const auto x = random_vec(static_cast<size_t>(n * 700), rng);
+        std::vector<float> base;
+        std::vector<float> base_t;
+        for (int threads : {1, 2, 3}) {
+          set_num_threads(threads);
+          std::vector<float> y(n * 700), yt(n * 640);
+          matmul(x.data(), n, 640, w.view, y.data(), 700);
+          matmul_t(x.data(), n, 700, w.view, yt.data(), 640);
+          if (base.empty()) {
+            base = y;
+            base_t = yt;
+          } else {
+            EXPECT_EQ(0, std::memcmp(base.data(), y.data(), y.size() * 4)) << simd_name(s) << " threads " << threads;
+            EXPECT_EQ(0, std::memcmp(base_t.data(), yt.data(), yt.size() * 4)) << simd_name(s) << " threads " << threads;
+          }
+        }
+      }
+}
+
+TEST(Ops, RmsnormMatchesReference) {
+  OpsState keep;
+  std::mt19937 rng(4);
+  for (Simd s : fast_levels())
+    for (DType dt : {DType::F32, DType::BF16, DType::F16})
+      for (int64_t d : {7168, 200, 129, 5}) {
+        set_simd_level(s);
+        const int64_t n = 3;
+        TestWeight w = random_weight(dt, d, 1, rng);  // stored as [d, 1]; [1, d] works the same
+        const auto x = random_vec(static_cast<size_t>(n * d), rng, 3.0f);
+        std::vector<float> want(x.size()), got = x;
+        ref::rmsnorm(x.data(), n, d, w.view, 1e-6f, want.data());
+        rmsnorm(got.data(), n, d, w.view, 1e-6f, got.data());  // in place
+        for (size_t i = 0; i < x.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 1e-5 * std::fabs(want[i]) + 1e-7) << simd_name(s) << " d " << d << " i " << i;
+      }
+}
+
+TEST(Ops, ElementwiseMatchReference) {
+  OpsState keep;
+  std::mt19937 rng(5);
+  for (Simd s : fast_levels())
+    for (int64_t n : {1, 7, 16, 100, 2048 + 5}) {
+      set_simd_level(s);
+      const auto a = random_vec(n, rng, 4.0f), b = random_vec(n, rng);
+      auto near = [&](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_NEAR(got[i], want[i], 2e-6 * std::fabs(want[i]) + 1e-30) << simd_name(s) << " " << what << " n " << n;
+      };
+      std::vector<float> got(n), want(n);
+      silu_mul(a.data(), b.data(), got.data(), n);
+      ref::silu_mul(a.data(), b.data(), want.data(), n);
+      near(got, want, "silu_mul");
+
+      // Softmax over scores incl. masked (-inf) entries and a large range.
+      std::vector<float> sc = random_vec(n, rng, 20.0f);
+      for (int64_t i = 3; i < n; i += 5) sc[i] = -std::numeric_limits<float>::infinity();
+      got = sc, want = sc;
+      softmax(got.data(), n);
+      ref::softmax(want.data(), n);
+      near(got, want, "softmax");
+
+      got = a, want = a;
+      add(got.data(), b.data(), n);
+      ref::add(want.data(), b.data(), n);
+      near(got, want, "add");
+      got = a, want = a;
+      scale(got.data(), 0.37f, n);
+      ref::scale(want.data(), 0.37f, n);
+      near(got, want, "scale");
+      got = a, want = a;
+      axpy(-1.5f, b.data(), got.data(), n);
+      ref::axpy(-1.5f, b.data(), want.data(), n);
+      // A fused multiply-add rounds once: compare against the operands' size, not the result's.
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(got[i], want[i], 2e-7 * (std::fabs(a[i]) + std::fabs(1.5f * b[i]))) << simd_name(s) << " axpy";
+
+      double abs_sum = 0;
+      for (int64_t i = 0; i < n; ++i) abs_sum += std::fabs(double(a[i]) * b[i]);
+      EXPECT_NEAR(dot(a.data(), b.data(), n), ref::dot(a.data(), b.data(), n), 1e-6 * abs_sum) << simd_name(s);
+    }
+}
+
+TEST(Ops, SimdOverrideAndErrors) {
+  OpsState keep;
+  EXPECT_TRUE(simd_supported(Simd::Scalar));
+  set_simd_level(Simd::Scalar);
+  EXPECT_EQ(simd_level(), Simd::Scalar);
+  WeightView w;
+  std::vector<int32_t> ints(4);
+  w.data = ints.data();
+  w.dtype = DType::I32;
+  w.rows = 2;
+  w.cols = 2;
+  float x[2] = {1, 2}, y[2];
+  EXPECT_THROW(matmul(x, 1, 2, w, y, 2), Error);
+  w.dtype = DType::F8_E4M3;  // FP8 without scale_inv
+  EXPECT_THROW(matmul(x, 1, 2, w, y, 2), Error);
+  w.dtype = DType::F32;
+  EXPECT_THROW(rmsnorm(x, 1, 3, w, 1e-6f, y), Error);  // 4 values for d = 3
+}
+
+}  // namespace
+}  // namespace dsv3::ops
