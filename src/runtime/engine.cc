@@ -181,25 +181,25 @@ bool Engine::emit(Seq& s, int32_t tok, const float* logits) {
 }
 
 void Engine::admit() {
-  std::vector<std::unique_ptr<Seq>> incoming;
+  std::vector<std::unique_ptr<Seq>> incoming, dropped;
+  std::vector<int64_t> cancelled;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    for (int64_t id : cancelled_) {
-      for (auto& s : running_)
-        if (s->id == id) finish(*s, "cancelled");
+    cancelled.swap(cancelled_);
+    for (int64_t id : cancelled)
       for (auto& s : pending_)
-        if (s && s->id == id) {
-          finish(*s, "cancelled");
-          s.reset();
-        }
-    }
-    cancelled_.clear();
+        if (s && s->id == id) dropped.push_back(std::move(s));
     pending_.erase(std::remove(pending_.begin(), pending_.end(), nullptr), pending_.end());
     while (!pending_.empty() && static_cast<int64_t>(running_.size() + incoming.size()) < opt_.max_batch) {
       incoming.push_back(std::move(pending_.front()));
       pending_.erase(pending_.begin());
     }
   }
+  // Callbacks run outside the lock, so they may call back into the engine.
+  for (auto& s : dropped) finish(*s, "cancelled");
+  for (int64_t id : cancelled)
+    for (auto& s : running_)
+      if (s->id == id) finish(*s, "cancelled");
   for (auto& s : incoming) {
     s->t_start = Clock::now();
     lookup_prefix(*s);
