@@ -58,10 +58,10 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
     for (const auto& t : s->tensors()) {
       if (ck->has_index_) {
         auto it = weight_map.find(t.name);
-        if (it == weight_map.end()) {
-          log_warn("{}: tensor '{}' is not in the index; ignored", s->path(), t.name);
-          continue;
-        }
+        // An index that leaves out a tensor its shard holds is inconsistent: refuse it here with
+        // one message naming the index, rather than failing later on a "missing" tensor.
+        if (it == weight_map.end())
+          fail("{}: tensor '{}' of shard '{}' is not listed in the weight_map", index.string(), t.name, fname);
         if (it->second != fname) continue;  // listed under another shard: that one is authoritative
       }
       if (ck->by_name_.count(t.name)) fail("{}: tensor '{}' appears in more than one shard", s->path(), t.name);

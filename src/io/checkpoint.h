@@ -21,7 +21,8 @@ struct TensorRef {
 class Checkpoint {
  public:
   // Throws dsv3::Error naming the file and the problem (missing index/shard, bad header,
-  // an index entry whose shard lacks the tensor, the same tensor in two shards).
+  // an index entry whose shard lacks the tensor, a shard tensor the index leaves out, the same
+  // tensor in two shards).
   static std::unique_ptr<Checkpoint> open(const std::string& dir);
 
   const std::string& dir() const { return dir_; }

@@ -46,10 +46,18 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, uin
     const auto& v = it.value();
     if (name == "__metadata__") {
       if (!v.is_object()) fail("{}: __metadata__ is not an object", what);
-      for (auto m = v.begin(); m != v.end(); ++m)
-        h.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      // safetensors metadata is str -> str. Refusing other values also avoids dump()'s recursion
+      // on deeply nested input (a stack overflow).
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) fail("{}: __metadata__ values must be strings", what);
+        h.metadata[m.key()] = m.value().get<std::string>();
+      }
       continue;
     }
+    // Names go into one-line error messages: refuse control characters (a JSON "\n" escape).
+    if (std::any_of(name.begin(), name.end(), [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; }))
+      fail("{}: tensor name {} contains control characters", what,
+           nlohmann::json(name).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     if (!v.is_object()) fail("{}: tensor '{}': entry is not an object", what, name);
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
@@ -143,17 +151,23 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   std::memcpy(base + 8, js.data(), js.size());
   uint8_t* data = base + 8 + js.size();
   try {
+    // Flush what was written and drop it from our mapping every 64 MB, so resident memory stays
+    // bounded (a large tensor at a time) rather than growing to the whole shard.
     const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    constexpr uint64_t kFlushBytes = 64ull << 20;
+    uint64_t flushed = 0;  // data bytes already flushed and dropped
     for (size_t i = 0; i < tensors.size(); ++i) {
       tensors[i].fill(data + begins[i]);
-      // Flush what this tensor wrote and drop it from our mapping, so resident memory stays
-      // bounded by one tensor rather than growing to the whole shard.
-      const uintptr_t lo = reinterpret_cast<uintptr_t>(data + begins[i]) & ~(page - 1);
-      const uintptr_t hi = reinterpret_cast<uintptr_t>(data + begins[i] + tensors[i].shape.numel() * dtype_size(tensors[i].dtype)) & ~(page - 1);
+      const uint64_t end = begins[i] + static_cast<uint64_t>(tensors[i].shape.numel()) * dtype_size(tensors[i].dtype);
+      if (end - flushed < kFlushBytes && i + 1 < tensors.size()) continue;
+      const uintptr_t lo = reinterpret_cast<uintptr_t>(data + flushed) & ~(page - 1);
+      const uintptr_t hi = reinterpret_cast<uintptr_t>(data + end) & ~(page - 1);
       if (hi > lo) {
-        if (::msync(reinterpret_cast<void*>(lo), hi - lo, MS_SYNC) != 0) throw Error(fmt::format("{}: write failed: {}", path, std::strerror(errno)));
+        if (::msync(reinterpret_cast<void*>(lo), hi - lo, MS_SYNC) != 0)
+          throw Error(fmt::format("{}: write failed: {}", path, std::strerror(errno)));
         ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
       }
+      flushed = end;
     }
   } catch (...) {
     ::munmap(p, total);

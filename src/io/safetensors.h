@@ -49,6 +49,8 @@ class SafetensorsFile {
   const TensorInfo* find(std::string_view name) const;
   const uint8_t* data(const TensorInfo& t) const { return map_.data() + header_.data_start + t.begin; }
   size_t file_size() const { return map_.size(); }
+  // Drops the pages of [p, p+n) inside this file from the resident set (MappedFile::release).
+  void release(const void* p, size_t n) const { map_.release(p, n); }
 
  private:
   MappedFile map_;

@@ -34,7 +34,8 @@ void get(const json& j, const char* key, T& out, const std::string& what) {
       out = it->get<std::string>();
     }
   } catch (const std::exception& e) {
-    fail("{}: field \"{}\": {} (got {})", what, key, e.what(), it->dump());
+    // Arrays/objects are named by type: dump() recurses and may be huge or span lines.
+    fail("{}: field \"{}\": {} (got {})", what, key, e.what(), it->is_structured() ? std::string(it->type_name()) : it->dump());
   }
 }
 
@@ -155,7 +156,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& what) {
     if (!fmtname.empty() && fmtname != "e4m3") fail("{}: unsupported fp8 format '{}' (only e4m3)", what, fmtname);
     if (auto b = q.find("weight_block_size"); b != q.end()) {
       if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() || (*b)[0] != 128 || (*b)[1] != 128)
-        fail("{}: unsupported weight_block_size {} (only [128, 128])", what, b->dump());
+        fail("{}: unsupported weight_block_size (only [128, 128])", what);
     }
     c.quantization.fp8 = true;
   }

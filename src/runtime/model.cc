@@ -307,12 +307,8 @@ void Model::head(const WeightView& norm, const WeightView& head, std::span<SeqIn
   dump("logits", -1, out.logits.data(), out.rows, V);
 }
 
-void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hidden) {
-  check_batch(batch, false);
-  const ModelConfig& c = config();
-  const int64_t H = c.hidden_size;
+int64_t Model::place_batch(std::span<SeqInput> batch) {
   Workspace& w = *ws_;
-  int64_t n = 0;
   w.pos.clear();
   w.seq.clear();
   for (SeqInput& s : batch) {
@@ -322,8 +318,16 @@ void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hid
       w.pos.push_back(s.start + i);
       w.seq.push_back(s.cache);
     }
-    n += k;
   }
+  return static_cast<int64_t>(w.pos.size());
+}
+
+void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hidden) {
+  check_batch(batch, false);
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size;
+  Workspace& w = *ws_;
+  const int64_t n = place_batch(batch);
   float* x = grow(w.x, n * H);
   embed(w_.embed, batch, x);
   dump("embed", -1, x, n, H);
@@ -341,19 +345,8 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out) {
   const MtpWeights& M = w_.layers[static_cast<size_t>(li)].mtp;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Workspace& w = *ws_;
-  int64_t n = 0;
-  w.pos.clear();
-  w.seq.clear();
-  for (SeqInput& s : batch) {
-    const int64_t k = static_cast<int64_t>(s.tokens.size());
-    // The MTP layer shares the sequence's block table; its own layer slot holds its latents.
-    reserve_positions(*kv_, *s.cache, s.start, s.start + k);
-    for (int64_t i = 0; i < k; ++i) {
-      w.pos.push_back(s.start + i);
-      w.seq.push_back(s.cache);
-    }
-    n += k;
-  }
+  // The MTP layer shares the sequence's block table; its own layer slot holds its latents.
+  const int64_t n = place_batch(batch);
   // z = eh_proj([enorm(emb(t_{i+1})); hnorm(h_i)])  [n, 2H] -> [n, H]
   float* cat = grow(w.mtp_cat, n * 2 * H);
   float* e = grow(w.tmp, n * H);

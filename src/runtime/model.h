@@ -67,6 +67,9 @@ class Model {
  private:
   struct Workspace;
   void check_batch(std::span<SeqInput> batch, bool mtp) const;
+  // Makes the batch's positions addressable in the cache and records each token's position and
+  // sequence; returns the token count.
+  int64_t place_batch(std::span<SeqInput> batch);
   void embed(const WeightView& table, std::span<SeqInput> batch, float* x) const;
   // x [n, H] through decoder layer `layer` (residual updated in place).
   void layer_forward(int layer, float* x, int64_t n);
