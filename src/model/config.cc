@@ -138,6 +138,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& what) {
       get(*rs, "mscale_all_dim", c.rope_scaling.mscale_all_dim, what);
       c.rope_scaling.original_max_position_embeddings = c.max_position_embeddings;
       get(*rs, "original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings, what);
+      get(*rs, "truncate", c.rope_scaling.truncate, what);
       if (auto rt = rs->find("rope_theta"); rt != rs->end() && rt->is_number()) c.rope_theta = rt->get<double>();
     } else if (type == "default" || type.empty()) {
       if (auto rt = rs->find("rope_theta"); rt != rs->end() && rt->is_number()) c.rope_theta = rt->get<double>();
@@ -269,6 +270,7 @@ json ModelConfig::to_json() const {
                          {"beta_slow", rope_scaling.beta_slow}, {"mscale", rope_scaling.mscale},
                          {"mscale_all_dim", rope_scaling.mscale_all_dim},
                          {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+    if (!rope_scaling.truncate) j["rope_scaling"]["truncate"] = false;
   } else {
     j["rope_scaling"] = nullptr;
   }

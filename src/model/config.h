@@ -15,6 +15,7 @@ struct RopeScaling {
   double beta_fast = 32.0, beta_slow = 1.0;
   double mscale = 1.0, mscale_all_dim = 0.0;
   int64_t original_max_position_embeddings = 4096;
+  bool truncate = true;  // transformers: floor/ceil the YaRN correction range
 };
 
 struct QuantizationConfig {

@@ -22,8 +22,8 @@ Rope::Rope(const ModelConfig& cfg) : dim_(cfg.qk_rope_head_dim) {
   const double d = static_cast<double>(dim_), theta = cfg.rope_theta;
   const double orig = static_cast<double>(rs.original_max_position_embeddings);
   auto correction_dim = [&](double rot) { return d * std::log(orig / (rot * 2.0 * M_PI)) / (2.0 * std::log(theta)); };
-  double low = std::floor(correction_dim(rs.beta_fast));
-  double high = std::ceil(correction_dim(rs.beta_slow));
+  double low = correction_dim(rs.beta_fast), high = correction_dim(rs.beta_slow);
+  if (rs.truncate) low = std::floor(low), high = std::ceil(high);
   low = std::max(low, 0.0);
   high = std::min(high, d - 1.0);
   if (low == high) high += 0.001;
