@@ -164,7 +164,8 @@ void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, in
     });
     float sum = 0.0f;
     for (int64_t k = 0; k < K; ++k) sum += score[idx[k]];
-    const bool norm = c.norm_topk_prob && K > 1;
+    // transformers' DeepseekV2 gate never renormalises (it only scales); V3 does when asked.
+    const bool norm = c.norm_topk_prob && K > 1 && c.model_type != "deepseek_v2";
     for (int64_t k = 0; k < K; ++k) {
       float wk = score[idx[k]];
       if (norm) wk /= (sum + 1e-20f);
