@@ -228,6 +228,7 @@ bool Engine::step() {
   std::vector<Seq*> owners;
   std::vector<int32_t> decode_in(running_.size() * 2);
   bool want_hidden = false;
+  int64_t planned = 0;
   for (size_t i = 0; i < running_.size(); ++i) {
     Seq& s = *running_[i];
     SeqInput in;
@@ -245,14 +246,18 @@ bool Engine::step() {
       in.tokens = std::span<const int32_t>(decode_in.data() + 2 * i, static_cast<size_t>(k));
       in.all_logits = k == 2;
     }
-    const int64_t need = (in.start + static_cast<int64_t>(in.tokens.size()) + B - 1) / B -
-                         static_cast<int64_t>(s.cache.blocks.size()) + 1;
+    // Blocks this sequence will add (+1 for a copy-on-write of a shared block), on top of what
+    // the sequences planned before it in this step take.
+    const int64_t grow_by = (in.start + static_cast<int64_t>(in.tokens.size()) + B - 1) / B -
+                            static_cast<int64_t>(s.cache.blocks.size());
+    const int64_t need = planned + grow_by + 1;
     while (model_.cache().free_blocks() < need && evict_one()) {
     }
     if (model_.cache().free_blocks() < need) {
       finish(s, "length", "the KV cache is full");
       continue;
     }
+    planned += std::max<int64_t>(grow_by, 0);
     want_hidden |= s.opt.speculative;
     batch.push_back(in);
     owners.push_back(&s);
