@@ -32,8 +32,9 @@ run() {  # run NAME IN OUT TO
   wall=$(grep 'Elapsed (wall clock)' "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss_kb=$(grep 'Maximum resident set size' "$log" | awk '{print $NF}')
   awk -v n="$name" -v b="$in_bytes" -v w="$wall" -v r="$rss_kb" -v l="$largest" 'BEGIN {
-    printf "%-10s input %.2f GB in %.1f s: %.0f MB/s of input; peak RSS %.0f MB (limit: largest shard %.0f MB + 256 MB = %.0f MB) %s\n",
-      n, b/1e9, w, b/1e6/w, r*1024/1e6, l/1e6, l/1e6+256*1.048576, (r*1024 < l+268435456) ? "ok" : "OVER" }'
+    verdict = "OVER"; if (r * 1024 < l + 268435456) verdict = "ok"
+    printf("%-10s input %.2f GB in %.1f s: %.0f MB/s of input; peak RSS %.0f MB (limit: largest shard %.0f MB + 256 MB = %.0f MB) %s\n",
+      n, b/1e9, w, b/1e6/w, r*1024/1e6, l/1e6, l/1e6+256*1.048576, verdict) }'
 }
 
 echo "dsv3 convert benchmark on $CK ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
