@@ -11,6 +11,11 @@ shift || true
 PKGS=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
       libfmt-dev libpcre2-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nodejs
       ca-certificates)
+# Only the test suite needs these: text corpora for the tokenizer parity tests and a browser for
+# the web page test (scripts/test.sh sets DSV3_TEST_DEPS=1).
+if [ "${DSV3_TEST_DEPS:-0}" = 1 ]; then
+  PKGS+=(fortunes fortunes-ru fortunes-zh manpages-ja chromium python3)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
