@@ -226,7 +226,10 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   dump("kv_latent", li, kv, n, kvd);
 
   // Absorb W_uk into q: q_lat[t, h] = q_nope[t, h] . W_uk_h  [n, nh, kv_lora]
+  // Heads run in parallel, each head's small matmul on one thread (nested regions are serial):
+  // one parallel region instead of one per head.
   float* q_lat = grow(w.q_lat, n * nh * kvl);
+#pragma omp parallel for schedule(static)
   for (int64_t hd = 0; hd < nh; ++hd)
     ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
 
@@ -258,6 +261,7 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   }
   // Up-project with W_uv per head, then o_proj.
   float* ov = grow(w.ov, n * nh * vd);
+#pragma omp parallel for schedule(static)
   for (int64_t hd = 0; hd < nh; ++hd)
     ops::matmul(o_lat + hd * kvl, n, nh * kvl, A.kv_b.slice_rows(hd * (nope + vd) + nope, vd), ov + hd * vd, nh * vd);
   ops::matmul(ov, n, nh * vd, A.o, out, H);
