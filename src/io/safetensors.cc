@@ -151,8 +151,11 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   std::memcpy(base + 8, js.data(), js.size());
   uint8_t* data = base + 8 + js.size();
   try {
-    // Flush what was written and drop it from our mapping every 64 MB, so resident memory stays
-    // bounded (a large tensor at a time) rather than growing to the whole shard.
+    // Every 64 MB, drop what was written from our mapping, so resident memory stays bounded (a
+    // large tensor at a time) rather than growing to the whole shard. The dirty pages stay in the
+    // page cache and are written back by the kernel: no synchronous flush is needed for a killed
+    // process to leave a correct file, and the disk blocks were reserved up front (fallocate), so
+    // write-back cannot run out of space.
     const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
     constexpr uint64_t kFlushBytes = 64ull << 20;
     uint64_t flushed = 0;  // data bytes already flushed and dropped
@@ -163,8 +166,6 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
       const uintptr_t lo = reinterpret_cast<uintptr_t>(data + flushed) & ~(page - 1);
       const uintptr_t hi = reinterpret_cast<uintptr_t>(data + end) & ~(page - 1);
       if (hi > lo) {
-        if (::msync(reinterpret_cast<void*>(lo), hi - lo, MS_SYNC) != 0)
-          throw Error(fmt::format("{}: write failed: {}", path, std::strerror(errno)));
         ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
       }
       flushed = end;
@@ -174,11 +175,6 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
     ::close(fd);
     ::unlink(tmp.c_str());
     throw;
-  }
-  if (::msync(p, total, MS_SYNC) != 0) {
-    const int e = errno;
-    ::munmap(p, total);
-    bail("cannot flush", e);
   }
   ::munmap(p, total);
   if (::close(fd) != 0) {
