@@ -1,0 +1,76 @@
+// Parsing and validation of the OpenAI-style request bodies. Every function here throws ApiError
+// (status 400 with the offending parameter) for anything a client can get wrong, and nothing
+// else: they are fuzzed directly by tests/test_server.cc.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "server/api_error.h"
+
+namespace dsv3 {
+class Tokenizer;
+struct ChatTemplate;
+}  // namespace dsv3
+
+namespace dsv3::server {
+
+// What validation needs to know about the served model.
+struct ModelInfo {
+  int64_t vocab_size = 0;
+  int64_t ctx = 0;
+  int32_t bos_id = 0;
+  bool has_mtp = false;
+  bool speculative = false;               // --speculative mtp: default for every request
+  const Tokenizer* tok = nullptr;         // null: token ids only
+  const ChatTemplate* tmpl = nullptr;     // null: no chat endpoint
+  int max_n = 16;                         // most choices per request
+};
+
+// Options shared by both generation endpoints.
+struct CommonRequest {
+  GenerateOptions gen;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;
+  bool continuous_usage = false;
+  int n = 1;
+  bool tokens_as_ids = false;   // render tokens as "token_id:N" (default without a tokenizer)
+  bool return_token_ids = false;  // add token_ids / prompt_token_ids to each choice
+};
+
+struct CompletionRequest {
+  CommonRequest c;
+  std::vector<std::vector<int32_t>> prompts;  // [prompts][tokens]
+  bool echo = false;
+  int logprobs = -1;  // -1: none
+};
+
+struct ChatRequest {
+  CommonRequest c;
+  std::vector<int32_t> prompt;
+  bool logprobs = false;
+  int top_logprobs = 0;
+};
+
+struct TokenizeRequest {
+  std::vector<int32_t> tokens;
+};
+
+// Parses JSON text into an object, rejecting malformed text, non-objects and deep nesting.
+nlohmann::ordered_json parse_body(const std::string& body);
+
+CompletionRequest parse_completion(const nlohmann::ordered_json& j, const ModelInfo& m);
+ChatRequest parse_chat(const nlohmann::ordered_json& j, const ModelInfo& m);
+TokenizeRequest parse_tokenize(const nlohmann::ordered_json& j, const ModelInfo& m);
+std::vector<int32_t> parse_detokenize(const nlohmann::ordered_json& j, const ModelInfo& m);
+
+// The chat prompt: messages validated and normalised (content parts joined), rendered with the
+// template and encoded with special-token matching, as apply_chat_template(tokenize=True) does.
+std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                 const nlohmann::ordered_json& tools, const ModelInfo& m);
+
+}  // namespace dsv3::server

@@ -1,0 +1,522 @@
+// dsv3 serve: request parsing fuzzed directly, then the HTTP server in-process over the fixture
+// models, checked against transformers' reference outputs (tests/data/ref.json + logits).
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "chat/chat_template.h"
+#include "runtime/engine.h"
+#include "server/request.h"
+#include "server/server.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace dsv3;
+
+namespace {
+
+const json& ref() {
+  static json r = json::parse(std::ifstream(std::string(DSV3_TEST_DATA) + "/ref.json"));
+  return r;
+}
+
+std::vector<float> read_f32(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> b((std::istreambuf_iterator<char>(f)), {});
+  std::vector<float> v(b.size() / 4);
+  std::memcpy(v.data(), b.data(), v.size() * 4);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser fuzzing: random and mutated bodies may only ever produce ApiError.
+
+std::string mutate(std::string s, std::mt19937& rng) {
+  static const std::string alphabet = "{}[]\",:0123456789-.eE truefalsnul\\\xff\xc3";
+  const int edits = 1 + static_cast<int>(rng() % 6);
+  for (int e = 0; e < edits && !s.empty(); ++e) {
+    const size_t pos = rng() % s.size();
+    switch (rng() % 4) {
+      case 0: s.erase(pos, 1 + rng() % 4); break;
+      case 1: s.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
+      case 2: s[pos] = alphabet[rng() % alphabet.size()]; break;
+      default: s.insert(pos, s.substr(rng() % s.size(), rng() % 16)); break;
+    }
+  }
+  return s;
+}
+
+json random_value(std::mt19937& rng, int depth) {
+  switch (rng() % (depth > 3 ? 6 : 8)) {
+    case 0: return nullptr;
+    case 1: return rng() % 2 == 0;
+    case 2: return static_cast<int64_t>(rng()) - (1ll << 31);
+    case 3: return (static_cast<double>(rng()) / 1e6) * (rng() % 2 ? -1 : 1);
+    case 4: {
+      static const char* strs[] = {"", "a", "<｜User｜>", "秋天", "user", "system", "text", "\n"};
+      return std::string(strs[rng() % 8]);
+    }
+    case 5: return static_cast<int64_t>(rng() % 3000);
+    case 6: {
+      json a = json::array();
+      for (int i = rng() % 4; i > 0; --i) a.push_back(random_value(rng, depth + 1));
+      return a;
+    }
+    default: {
+      static const char* keys[] = {"role", "content", "prompt", "max_tokens", "temperature", "messages", "tool_calls",
+                                   "function", "name", "arguments", "text", "type", "stop", "logprobs", "echo"};
+      json o = json::object();
+      for (int i = rng() % 4; i > 0; --i) o[keys[rng() % 15]] = random_value(rng, depth + 1);
+      return o;
+    }
+  }
+}
+
+void parse_all(const std::string& body, const server::ModelInfo& m) {
+  try {
+    const auto j = server::parse_body(body);
+    for (int which = 0; which < 4; ++which) {
+      try {
+        if (which == 0) server::parse_completion(j, m);
+        if (which == 1) server::parse_chat(j, m);
+        if (which == 2) server::parse_tokenize(j, m);
+        if (which == 3) server::parse_detokenize(j, m);
+      } catch (const server::ApiError& e) {
+        ASSERT_EQ(e.status, 400) << body;
+      }
+    }
+  } catch (const server::ApiError& e) {
+    ASSERT_EQ(e.status, 400) << body;
+  }
+}
+
+const std::vector<std::string> kSeeds = {
+    R"({"model":"m","prompt":[0,5,7],"max_tokens":4,"echo":true,"logprobs":3,"temperature":0})",
+    R"({"prompt":"Hello world","max_tokens":8,"stop":["\n","."],"stream":true,"stream_options":{"include_usage":true}})",
+    R"({"prompt":[[1,2],[3,4]],"n":2,"seed":7,"top_p":0.9,"ignore_eos":true})",
+    R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_tokens":5,"logprobs":true,"top_logprobs":2})",
+    R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"}]},{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","content":"1"}]})",
+    R"({"messages":[{"role":"user","content":"x"}],"add_generation_prompt":false})",
+    R"({"tokens":[0,1,2,3]})",
+};
+
+TEST(ServerParse, FuzzedBodiesOnlyGiveApiErrors) {
+  server::ModelInfo ids_only;
+  ids_only.vocab_size = 2048;
+  ids_only.ctx = 256;
+  auto tok = Tokenizer::load(DSV3_TOKENIZER_DIR);
+  auto tmpl = ChatTemplate::load(DSV3_TOKENIZER_DIR);
+  server::ModelInfo full = ids_only;
+  full.vocab_size = 129280;
+  full.tok = tok.get();
+  full.tmpl = &tmpl;
+  std::mt19937 rng(1234);
+  int n = 0;
+  for (int i = 0; i < 4000; ++i) {
+    const std::string body = i % 2 ? mutate(kSeeds[rng() % kSeeds.size()], rng) : random_value(rng, 0).dump();
+    parse_all(body, ids_only);
+    parse_all(body, full);
+    ++n;
+  }
+  // Edge cases by hand: deep nesting, huge numbers, invalid UTF-8, empty.
+  parse_all(std::string(100000, '[') + std::string(100000, ']'), full);
+  parse_all(R"({"prompt":[1e400],"max_tokens":99999999999999999999999})", full);
+  parse_all("{\"prompt\":\"\xff\xfe\"}", full);
+  parse_all("", full);
+  parse_all("null", full);
+  EXPECT_EQ(n, 4000);
+}
+
+std::string over_long_prompt(int n);
+
+TEST(ServerParse, RejectsBadFieldsWithTheirName) {
+  server::ModelInfo m;
+  m.vocab_size = 2048;
+  m.ctx = 256;
+  auto param_of = [&](const std::string& body) -> std::string {
+    try {
+      server::parse_completion(server::parse_body(body), m);
+    } catch (const server::ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      return e.param;
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":-1})"), "max_tokens");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":100000})"), "max_tokens");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"temperature":"hot"})"), "temperature");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"temperature":-0.5})"), "temperature");
+  EXPECT_EQ(param_of(R"({"prompt":[1, 2048]})"), "prompt");
+  EXPECT_EQ(param_of(R"({"prompt":[1, -3]})"), "prompt");
+  EXPECT_EQ(param_of(R"({"max_tokens":3})"), "prompt");
+  EXPECT_EQ(param_of(R"({"prompt":"text needs a tokenizer"})"), "prompt");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"bogus":1})"), "bogus");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"logprobs":21})"), "logprobs");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":0})"), "max_tokens");
+  EXPECT_EQ(param_of(over_long_prompt(257)), "prompt");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":4,"temperature":0})"), "(accepted)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server in-process.
+
+struct Running {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<ChatTemplate> tmpl;
+  std::unique_ptr<server::Server> srv;
+  std::thread th;
+  int port = 0;
+  Running(const std::string& dir, int64_t max_batch, const server::ServerOptions& so, int64_t ctx = 0) {
+    ModelOptions mo;
+    mo.max_seqs = max_batch;
+    mo.ctx = ctx;
+    model = std::make_unique<Model>(dir, mo);
+    EngineOptions eo;
+    eo.max_batch = max_batch;
+    eo.prefill_chunk = 64;  // several chunks for the 200/300-token prompts
+    engine = std::make_unique<Engine>(*model, eo);
+    if (Tokenizer::available(dir)) {
+      tok = Tokenizer::load(dir);
+      tok->set_vocab_limit(static_cast<int32_t>(model->config().vocab_size));
+      tmpl = std::make_unique<ChatTemplate>(ChatTemplate::load(dir));
+    }
+    server::ServerOptions o = so;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    srv = std::make_unique<server::Server>(*engine, tok.get(), tmpl.get(), o);
+    port = srv->bind();
+    th = std::thread([this] { srv->listen(); });
+  }
+  ~Running() {
+    srv->shutdown();
+    th.join();
+    srv.reset();
+  }
+  httplib::Client client(const std::string& key = "sk-test") const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(300, 0);
+    if (!key.empty()) c.set_bearer_token_auth(key);
+    return c;
+  }
+};
+
+json post(const Running& r, const std::string& path, const json& body, int expect = 200) {
+  auto c = r.client();
+  auto res = c.Post(path, body.dump(), "application/json");
+  EXPECT_TRUE(res) << path;
+  if (!res) return json();
+  EXPECT_EQ(res->status, expect) << res->body;
+  return json::parse(res->body);
+}
+
+// SSE: the `data:` payloads until [DONE]; `done` tells whether [DONE] came.
+std::vector<json> post_stream(const Running& r, const std::string& path, json body, bool* done = nullptr) {
+  body["stream"] = true;
+  auto c = r.client();
+  std::string buf;
+  std::vector<json> events;
+  bool got_done = false;
+  auto res = c.Post(path, httplib::Headers{}, body.dump(), "application/json");
+  EXPECT_TRUE(res);
+  if (!res) return events;
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+  buf = res->body;
+  size_t k;
+  while ((k = buf.find("\n\n")) != std::string::npos) {
+    const std::string ev = buf.substr(0, k);
+    buf.erase(0, k + 2);
+    if (ev.rfind("data: ", 0) != 0) continue;
+    if (ev == "data: [DONE]") got_done = true;
+    else events.push_back(json::parse(ev.substr(6)));
+  }
+  EXPECT_TRUE(got_done);
+  if (done) *done = got_done;
+  return events;
+}
+
+std::string fixture(const char* name) { return std::string(DSV3_FIXTURES) + "/" + name; }
+
+class ServerFp8 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server::ServerOptions o;
+    o.api_key = "sk-test";
+    o.parallel = 64;
+    srv_ = new Running(fixture("v3-fp8"), 8, o);
+  }
+  static void TearDownTestSuite() {
+    delete srv_;
+    srv_ = nullptr;
+  }
+  static Running* srv_;
+};
+Running* ServerFp8::srv_ = nullptr;
+
+TEST_F(ServerFp8, ScoringMatchesTransformersLogprobs) {
+  const json cases = ref()["v3-fp8"];
+  for (int p = 0; p < 3; ++p) {
+    const std::vector<int32_t> prompt = cases[p]["prompt"];
+    if (prompt.size() < 2) continue;
+    const std::vector<float> logits = read_f32(std::string(DSV3_TEST_DATA) + "/v3-fp8_logits_" + std::to_string(p) + ".f32");
+    ASSERT_EQ(logits.size(), prompt.size() * 2048);
+    const json r = post(*srv_, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}});
+    const json& lp = r["choices"][0]["logprobs"];
+    ASSERT_EQ(lp["token_logprobs"].size(), prompt.size());
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    EXPECT_EQ(lp["tokens"][1], "token_id:" + std::to_string(prompt[1]));
+    EXPECT_EQ(r["usage"]["prompt_tokens"], prompt.size());
+    EXPECT_EQ(r["usage"]["completion_tokens"], 0);
+    double worst = 0;
+    for (size_t i = 1; i < prompt.size(); ++i) {
+      const float* row = logits.data() + (i - 1) * 2048;
+      double mx = row[0], sum = 0;
+      for (int v = 0; v < 2048; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+      for (int v = 0; v < 2048; ++v) sum += std::exp(row[v] - mx);
+      const double want = row[prompt[i]] - mx - std::log(sum);
+      worst = std::max(worst, std::fabs(lp["token_logprobs"][i].get<double>() - want));
+      ASSERT_EQ(lp["top_logprobs"][i].size(), 2u);
+    }
+    EXPECT_LT(worst, 0.02) << "prompt " << p;
+  }
+}
+
+TEST_F(ServerFp8, GreedyMatchesTransformers) {
+  for (const json& c : ref()["v3-fp8"]) {
+    const json r = post(*srv_, "/v1/completions",
+                        {{"prompt", c["prompt"]}, {"max_tokens", 32}, {"temperature", 0}, {"ignore_eos", true}});
+    EXPECT_EQ(r["choices"][0]["token_ids"], c["greedy"]);
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(r["usage"]["completion_tokens"], 32);
+  }
+}
+
+TEST_F(ServerFp8, ConcurrentRequestsEachGetTheirOwnContinuation) {
+  // Prompt + the first k reference tokens must continue with the reference tokens after k.
+  struct Job {
+    json prompt;
+    std::vector<int> want;
+    bool stream;
+  };
+  std::vector<Job> jobs;
+  const json cases = ref()["v3-fp8"];
+  for (int p = 0; p < 3; ++p)
+    for (int k : {0, 4, 8, 12}) {
+      std::vector<int> prompt = cases[p]["prompt"], greedy = cases[p]["greedy"];
+      prompt.insert(prompt.end(), greedy.begin(), greedy.begin() + k);
+      jobs.push_back({prompt, std::vector<int>(greedy.begin() + k, greedy.begin() + k + 16), (k / 4) % 2 == 1});
+    }
+  ASSERT_EQ(jobs.size(), 12u);
+  std::vector<json> got(jobs.size());
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < jobs.size(); ++i)
+    th.emplace_back([&, i] {
+      const json body = {{"prompt", jobs[i].prompt}, {"max_tokens", 16}, {"temperature", 0}, {"ignore_eos", true}};
+      if (!jobs[i].stream) {
+        got[i] = post(*srv_, "/v1/completions", body)["choices"][0]["token_ids"];
+        return;
+      }
+      json ids = json::array();
+      for (const json& ev : post_stream(*srv_, "/v1/completions", body))
+        for (const json& ch : ev["choices"])
+          if (ch.contains("token_ids"))
+            for (const json& t : ch["token_ids"]) ids.push_back(t);
+      got[i] = ids;
+    });
+  for (auto& t : th) t.join();
+  for (size_t i = 0; i < jobs.size(); ++i) EXPECT_EQ(got[i], json(jobs[i].want)) << "request " << i;
+}
+
+TEST_F(ServerFp8, RepeatedPromptHitsThePrefixCache) {
+  std::vector<int> prompt(300);
+  std::mt19937 rng(7);
+  for (auto& t : prompt) t = 2 + static_cast<int>(rng() % 2000);
+  const json body = {{"prompt", prompt}, {"max_tokens", 2}, {"temperature", 0}};
+  const json a = post(*srv_, "/v1/completions", body);
+  const json b = post(*srv_, "/v1/completions", body);
+  EXPECT_EQ(a["usage"]["prompt_tokens"], 300);
+  EXPECT_GE(b["usage"]["prompt_cache_hit_tokens"].get<int>(), 192);
+  EXPECT_EQ(b["usage"]["prompt_cache_hit_tokens"].get<int>() + b["usage"]["prompt_cache_miss_tokens"].get<int>(), 300);
+  EXPECT_EQ(a["choices"][0]["token_ids"], b["choices"][0]["token_ids"]);
+}
+
+std::string over_long_prompt(int n) {  // the fixture's context is 512
+  std::string s = R"({"prompt":[5)";
+  for (int i = 1; i < n; ++i) s += ",5";
+  return s + "]}";
+}
+
+TEST_F(ServerFp8, BadRequestsGet400AndTheServerStaysHealthy) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"/v1/completions", "{\"prompt\": [1, 2"},
+      {"/v1/completions", R"({"prompt":[1,2],"max_tokens":-5})"},
+      {"/v1/completions", over_long_prompt(600)},
+      {"/v1/completions", R"({"prompt":[1,99999]})"},
+      {"/v1/completions", R"({"max_tokens":4})"},
+      {"/v1/completions", R"({"prompt":[1],"temperature":"warm"})"},
+      {"/v1/completions", R"({"prompt":[1],"temperature":-1})"},
+      {"/v1/chat/completions", R"({"max_tokens":4})"},
+      {"/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}]})"},  // no tokenizer here
+      {"/v1/completions", R"([1,2,3])"},
+  };
+  for (const auto& [path, body] : bad) {
+    auto c = srv_->client();
+    auto res = c.Post(path, body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << body.substr(0, 80);
+    const json e = json::parse(res->body);
+    EXPECT_TRUE(e["error"]["message"].is_string());
+    EXPECT_TRUE(e["error"].contains("type") && e["error"].contains("param") && e["error"].contains("code"));
+    auto h = c.Get("/health");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+  }
+}
+
+TEST_F(ServerFp8, ApiKeyIsRequired) {
+  for (const std::string key : {"", "sk-wrong"}) {
+    auto c = srv_->client(key);
+    auto res = c.Post("/v1/completions", R"({"prompt":[1],"max_tokens":1})", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401);
+    EXPECT_EQ(json::parse(res->body)["error"]["code"], "invalid_api_key");
+  }
+  auto c = srv_->client();
+  auto res = c.Get("/v1/models");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body)["data"][0]["object"], "model");
+}
+
+TEST_F(ServerFp8, HttpFuzzNeverBreaksTheServer) {
+  std::mt19937 rng(99);
+  auto c = srv_->client();
+  for (int i = 0; i < 150; ++i) {
+    const std::string body = mutate(kSeeds[rng() % 3], rng);
+    auto res = c.Post(i % 2 ? "/v1/completions" : "/v1/chat/completions", body, "application/json");
+    ASSERT_TRUE(res);
+    if (res->status != 200) {
+      EXPECT_TRUE(json::parse(res->body)["error"].is_object()) << body;
+    }
+  }
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+int inflight(const Running& r) {
+  auto c = r.client();
+  auto res = c.Get("/metrics");
+  if (!res) return -1;
+  const std::string key = "\ndsv3_requests_inflight ";
+  const size_t p = res->body.find(key);
+  return p == std::string::npos ? -1 : std::stoi(res->body.substr(p + key.size()));
+}
+
+TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
+  server::ServerOptions o;
+  o.parallel = 2;
+  Running r(fixture("v3-fp8"), 1, o);
+  const json long_req = {{"prompt", {0, 5, 9}}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}};
+  std::atomic<int> chunks{0};
+  std::vector<std::thread> streams;
+  for (int i = 0; i < 2; ++i)
+    streams.emplace_back([&] {
+      auto c = r.client("");
+      // Read a few chunks, then hang up (the receiver returning false closes the connection).
+      int seen = 0;
+      httplib::Request q;
+      q.method = "POST";
+      q.path = "/v1/completions";
+      q.body = long_req.dump();
+      q.set_header("Content-Type", "application/json");
+      q.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+        ++chunks;
+        return ++seen < 4;
+      };
+      c.send(q);
+    });
+  while (inflight(r) < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  {
+    auto c = r.client("");
+    auto res = c.Post("/v1/completions", R"({"prompt":[1,2],"max_tokens":2})", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 429);
+    EXPECT_EQ(json::parse(res->body)["error"]["code"], "rate_limit_exceeded");
+  }
+  for (auto& t : streams) t.join();
+  // Both clients hung up long before 500 tokens: their slots must come back.
+  for (int i = 0; i < 2000 && inflight(r) != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(inflight(r), 0);
+  const json after = post(r, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 3}, {"ignore_eos", true}});
+  EXPECT_EQ(after["usage"]["completion_tokens"], 3);
+}
+
+TEST(ServerChat, RealTokenizerMatchesTransformers) {
+  const fs::path dir = fs::temp_directory_path() / ("dsv3_server_chat_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(fixture("e2e-bf16")))
+    fs::copy(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
+  fs::copy(std::string(DSV3_TOKENIZER_DIR) + "/tokenizer.json", dir / "tokenizer.json",
+           fs::copy_options::overwrite_existing);
+  {
+    server::ServerOptions o;
+    Running r(dir.string(), 4, o, 1024);
+    int checked = 0;
+    for (const json& c : ref()["chat"]) {
+      const json tk = post(r, "/tokenize", {{"messages", c["messages"]}, {"add_generation_prompt", c["add_generation_prompt"]}});
+      EXPECT_EQ(tk["tokens"], c["ids"]);
+      EXPECT_EQ(tk["count"], c["ids"].size());
+      if (!c["add_generation_prompt"].get<bool>()) continue;
+      const json body = {{"messages", c["messages"]}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true}};
+      const json res = post(r, "/v1/chat/completions", body);
+      EXPECT_EQ(res["usage"]["prompt_tokens"], c["ids"].size());
+      EXPECT_EQ(res["usage"]["completion_tokens"], 24);
+      EXPECT_EQ(res["choices"][0]["message"]["content"], c["greedy_text"]);
+      std::string streamed;
+      bool saw_usage = false;
+      json sbody = body;
+      sbody["stream_options"] = {{"include_usage", true}};
+      for (const json& ev : post_stream(r, "/v1/chat/completions", sbody)) {
+        EXPECT_EQ(ev["object"], "chat.completion.chunk");
+        for (const json& ch : ev["choices"])
+          if (ch["delta"].contains("content")) streamed += ch["delta"]["content"].get<std::string>();
+        if (ev.contains("usage") && !ev["usage"].is_null()) saw_usage = true;
+      }
+      EXPECT_EQ(streamed, c["greedy_text"]);
+      EXPECT_TRUE(saw_usage);
+      ++checked;
+    }
+    EXPECT_EQ(checked, 4);
+    // Detokenize round trip and logprobs on the chat endpoint.
+    const json d = post(r, "/detokenize", {{"tokens", ref()["chat"][0]["ids"]}});
+    EXPECT_EQ(d["prompt"], ref()["chat"][0]["text"]);
+    const json lp = post(r, "/v1/chat/completions",
+                         {{"messages", ref()["chat"][0]["messages"]}, {"max_tokens", 3}, {"temperature", 0},
+                          {"logprobs", true}, {"top_logprobs", 2}, {"ignore_eos", true}});
+    ASSERT_EQ(lp["choices"][0]["logprobs"]["content"].size(), 3u);
+    EXPECT_EQ(lp["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), 2u);
+    // A stop string cuts the text (and ends generation) where it first appears.
+    const std::string full = ref()["chat"][0]["greedy_text"];
+    const std::string stop = "vita";  // ASCII inside the reference text
+    ASSERT_NE(full.find(stop), std::string::npos);
+    const json st = post(r, "/v1/chat/completions",
+                         {{"messages", ref()["chat"][0]["messages"]}, {"max_tokens", 24}, {"temperature", 0},
+                          {"ignore_eos", true}, {"stop", stop}});
+    EXPECT_EQ(st["choices"][0]["message"]["content"], full.substr(0, full.find(stop)));
+    EXPECT_EQ(st["choices"][0]["finish_reason"], "stop");
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
