@@ -20,6 +20,7 @@ struct BenchOpts {
   ModelArgs model;
   int64_t p = 128, n = 32;
   int reps = 1;
+  int64_t parallel = 1;
   bool json = false, speculative = false, no_bw = false;
 };
 
@@ -38,31 +39,49 @@ int64_t proc_status_kb(const char* key) {
 
 int run_bench(const BenchOpts& o) {
   if (o.p <= 0 || o.n <= 1) fail("-p must be >= 1 and -n >= 2");
+  if (o.parallel < 1 || o.reps < 1) fail("--parallel and --reps must be >= 1");
   auto model = load_model(o.model);
   const ModelConfig& c = model->config();
   if (o.p + o.n > model->ctx()) fail("-p + -n ({}) exceed the context of {}", o.p + o.n, model->ctx());
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> dist(2, static_cast<int32_t>(c.vocab_size - 1));
-  double best_pre = 0, best_dec = 0;
+  double best_pre = 0, best_dec = 0, best_agg = 0;
   FinishInfo last;
   for (int r = 0; r < o.reps; ++r) {
-    std::vector<int32_t> prompt(static_cast<size_t>(o.p));
-    for (auto& t : prompt) t = dist(rng);
-    prompt[0] = static_cast<int32_t>(c.bos_token_id);
-    EngineOptions eo;
-    eo.prefill_chunk = o.p;
-    eo.prefix_cache = false;
-    Engine engine(*model, eo);
-    GenerateOptions g;
-    g.max_tokens = o.n;
-    g.ignore_eos = true;
-    g.speculative = o.speculative;
-    bool done = false;
-    engine.submit(prompt, g, RequestCallbacks{nullptr, [&](const FinishInfo& f) { last = f, done = true; }});
-    while (!done) engine.step();
-    if (last.reason == "error") fail("bench: {}", last.error);
-    best_pre = std::max(best_pre, static_cast<double>(o.p) / last.prefill_seconds);
-    best_dec = std::max(best_dec, static_cast<double>(last.completion_tokens - 1) / last.decode_seconds);
+    // One request alone (prefill and decode speed), then --parallel requests decoding together
+    // (aggregate throughput of continuous batching).
+    for (int64_t par : {int64_t{1}, o.parallel}) {
+      EngineOptions eo;
+      eo.prefill_chunk = o.p;
+      eo.prefix_cache = false;
+      eo.max_batch = par;
+      Engine engine(*model, eo);
+      GenerateOptions g;
+      g.max_tokens = o.n;
+      g.ignore_eos = true;
+      g.speculative = o.speculative;
+      std::vector<FinishInfo> done;
+      for (int64_t i = 0; i < par; ++i) {
+        std::vector<int32_t> prompt(static_cast<size_t>(o.p));
+        for (auto& t : prompt) t = dist(rng);
+        prompt[0] = static_cast<int32_t>(c.bos_token_id);
+        engine.submit(prompt, g, RequestCallbacks{nullptr, [&](const FinishInfo& f) { done.push_back(f); }});
+      }
+      while (static_cast<int64_t>(done.size()) < par) engine.step();
+      double tokens = 0, span = 0;
+      for (const FinishInfo& f : done) {
+        if (f.reason == "error") fail("bench: {}", f.error);
+        tokens += static_cast<double>(f.completion_tokens - 1);
+        span = std::max(span, f.decode_seconds);
+      }
+      if (par == 1) {
+        last = done[0];
+        best_pre = std::max(best_pre, static_cast<double>(o.p) / last.prefill_seconds);
+        best_dec = std::max(best_dec, tokens / span);
+      }
+      if (par == o.parallel) best_agg = std::max(best_agg, tokens / span);
+      if (o.parallel == 1) break;
+    }
   }
   const double bytes_tok = model->decode_bytes_per_token();
   const double achieved = bytes_tok * best_dec / 1e9;
@@ -81,6 +100,11 @@ int run_bench(const BenchOpts& o) {
   j["weights_bytes"] = model->weight_bytes();
   j["kv_cache_bytes_per_token"] = c.kv_cache_dim() * c.total_layers() * 4;
   j["peak_rss_bytes"] = proc_status_kb("VmHWM:") * 1024;
+  if (o.parallel > 1) {
+    j["parallel"] = o.parallel;
+    j["aggregate_decode_tok_s"] = best_agg;
+    j["aggregate_speedup"] = best_agg / best_dec;
+  }
   if (o.speculative) j["mtp"] = {{"drafted", last.drafted}, {"accepted", last.accepted}};
   if (o.json) {
     fmt::print("{}\n", j.dump());
@@ -89,6 +113,8 @@ int run_bench(const BenchOpts& o) {
   fmt::print("model             {} ({} threads)\n", o.model.dir, ops::num_threads());
   fmt::print("prefill           {:.1f} tok/s ({} tokens)\n", best_pre, o.p);
   fmt::print("decode            {:.2f} tok/s ({} tokens)\n", best_dec, o.n);
+  if (o.parallel > 1)
+    fmt::print("{} streams         {:.2f} tok/s aggregate ({:.2f}x one stream)\n", o.parallel, best_agg, best_agg / best_dec);
   fmt::print("weights per token {:.1f} MB -> {:.1f} GB/s achieved\n", bytes_tok / 1e6, achieved);
   if (bw > 0) fmt::print("memory bandwidth  {:.1f} GB/s measured -> {:.0f}% of roofline\n", bw, 100 * achieved / bw);
   fmt::print("peak RSS          {:.1f} MB (weights {:.1f} MB mmap'd)\n", proc_status_kb("VmHWM:") / 1024.0,
@@ -103,6 +129,8 @@ const bool registered = register_command(
        app.add_option("-p,--prompt-tokens", o->p, "Prompt length for prefill")->capture_default_str();
        app.add_option("-n,--decode-tokens", o->n, "Tokens to decode")->capture_default_str();
        app.add_option("--reps", o->reps, "Repetitions (best is reported)")->capture_default_str();
+       app.add_option("--parallel", o->parallel, "Also decode this many streams together (continuous batching)")
+           ->capture_default_str();
        app.add_flag("--speculative", o->speculative, "Decode with MTP speculative decoding");
        app.add_flag("--no-bandwidth", o->no_bw, "Skip the memory bandwidth measurement");
        app.add_flag("--json", o->json, "Print one JSON object");
