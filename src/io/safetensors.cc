@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -143,40 +145,85 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   };
   if (int e = ::posix_fallocate(fd, 0, static_cast<off_t>(total)); e != 0)
     bail(fmt::format("cannot reserve {} bytes (disk full?)", total), e);
-  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) bail("cannot map for writing", errno);
-  auto* base = static_cast<uint8_t*>(p);
-  uint64_t n = js.size();
-  for (int i = 0; i < 8; ++i) base[i] = static_cast<uint8_t>(n >> (8 * i));
-  std::memcpy(base + 8, js.data(), js.size());
-  uint8_t* data = base + 8 + js.size();
-  try {
-    // Every 64 MB, drop what was written from our mapping, so resident memory stays bounded (a
-    // large tensor at a time) rather than growing to the whole shard. The dirty pages stay in the
-    // page cache and are written back by the kernel: no synchronous flush is needed for a killed
-    // process to leave a correct file, and the disk blocks were reserved up front (fallocate), so
-    // write-back cannot run out of space.
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    constexpr uint64_t kFlushBytes = 64ull << 20;
-    uint64_t flushed = 0;  // data bytes already flushed and dropped
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      tensors[i].fill(data + begins[i]);
-      const uint64_t end = begins[i] + static_cast<uint64_t>(tensors[i].shape.numel()) * dtype_size(tensors[i].dtype);
-      if (end - flushed < kFlushBytes && i + 1 < tensors.size()) continue;
-      const uintptr_t lo = reinterpret_cast<uintptr_t>(data + flushed) & ~(page - 1);
-      const uintptr_t hi = reinterpret_cast<uintptr_t>(data + end) & ~(page - 1);
-      if (hi > lo) {
-        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-      }
-      flushed = end;
+  // Tensors are filled into user-space staging buffers (at least 64 MB, or the largest tensor)
+  // and written with pwrite: no page of the output is ever mapped (so it never counts in our
+  // RSS) and the kernel never zero-fills pages we overwrite anyway, as a writable mmap of the
+  // reserved file would. No synchronous flush: a killed process still leaves a correct file,
+  // and the space was reserved above, so write-back cannot run out of it.
+  // After each chunk: start its write-back, and wait for the previous chunk's and drop it from
+  // the page cache. Streaming a checkpoint then recycles the same cache pages instead of taking
+  // fresh ones (slow to first-touch, above all in a VM) and pushing everything else out.
+  uint64_t prev_at = 0, prev_n = 0;
+  auto recycle = [&](uint64_t at, uint64_t n) {
+    ::sync_file_range(fd, static_cast<off_t>(at), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
+    if (prev_n > 0) {
+      ::sync_file_range(fd, static_cast<off_t>(prev_at), static_cast<off_t>(prev_n),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+      ::posix_fadvise(fd, static_cast<off_t>(prev_at), static_cast<off_t>(prev_n), POSIX_FADV_DONTNEED);
     }
+    prev_at = at, prev_n = n;
+  };
+  // Returns 0 or an errno; runs on the writer thread.
+  auto write_all = [&](const uint8_t* src, uint64_t n, uint64_t at) -> int {
+    const uint64_t at0 = at, n0 = n;
+    while (n > 0) {
+      const ssize_t w = ::pwrite(fd, src, std::min<uint64_t>(n, 1ull << 30), static_cast<off_t>(at));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return w < 0 ? errno : EIO;
+      src += w, n -= static_cast<uint64_t>(w), at += static_cast<uint64_t>(w);
+    }
+    recycle(at0, n0);
+    return 0;
+  };
+  std::string head(8, '\0');
+  const uint64_t n = js.size();
+  for (int i = 0; i < 8; ++i) head[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i));
+  head += js;
+  if (int e = write_all(reinterpret_cast<const uint8_t*>(head.data()), head.size(), 0)) bail("write failed", e);
+  const uint64_t data_at = head.size();
+  // Two staging buffers: one is written out by a writer thread while the next is filled.
+  constexpr uint64_t kStage = 64ull << 20;
+  struct Stage {
+    std::unique_ptr<uint8_t[]> buf;
+    uint64_t cap = 0, used = 0, at = 0;  // holds data bytes [at, at + used)
+    std::future<int> pending;
+  } st[2];
+  int cur = 0;
+  auto wait = [&](Stage& s) {  // cleanup on error happens in the catch below
+    if (s.pending.valid())
+      if (int e = s.pending.get()) fail("{}: write failed: {}", path, std::strerror(e));
+  };
+  auto flush = [&](Stage& s) {
+    s.pending = std::async(std::launch::async, [&write_all, &s, data_at] { return write_all(s.buf.get(), s.used, data_at + s.at); });
+  };
+  try {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const uint64_t nb = static_cast<uint64_t>(tensors[i].shape.numel()) * dtype_size(tensors[i].dtype);
+      if (st[cur].used + nb > st[cur].cap && st[cur].used > 0) {
+        wait(st[cur ^ 1]);  // one write at a time, in file order
+        flush(st[cur]);
+        cur ^= 1;
+        st[cur].used = 0;
+      }
+      Stage& s = st[cur];
+      if (s.used == 0) s.at = begins[i];
+      if (nb > s.cap) {
+        s.cap = std::max(kStage, nb);
+        s.buf.reset(new uint8_t[s.cap]);
+      }
+      tensors[i].fill(s.buf.get() + s.used);
+      s.used += nb;
+    }
+    wait(st[cur ^ 1]);
+    if (st[cur].used > 0) flush(st[cur]);
+    wait(st[cur]);
   } catch (...) {
-    ::munmap(p, total);
+    for (Stage& s : st)
+      if (s.pending.valid()) s.pending.wait();
     ::close(fd);
     ::unlink(tmp.c_str());
     throw;
   }
-  ::munmap(p, total);
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());
     fail("{}: close failed: {}", path, std::strerror(errno));

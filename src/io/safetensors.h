@@ -58,9 +58,10 @@ class SafetensorsFile {
   std::unordered_map<std::string, size_t> index_;
 };
 
-// Streaming writer. The header is fixed first from the tensor list, the file is reserved on
-// disk (so a full disk fails cleanly before any data is written) and filled in place through a
-// writable map; it appears under its final name only after everything was written.
+// Streaming writer. The header is fixed first from the tensor list, the file's space is reserved
+// (so a full disk fails cleanly before any data is written), tensors are filled into a bounded
+// staging buffer and written in order; the file appears under its final name only after
+// everything was written.
 struct TensorToWrite {
   std::string name;
   DType dtype;
