@@ -3,6 +3,8 @@
 // (tests/data/chat_templates/cases.json, written by make_cases.py there).
 #include <gtest/gtest.h>
 
+#include "testing.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -212,13 +214,7 @@ TEST(ChatTemplate, CliRendersStdin) {
   auto run = [&](const std::string& input, const std::string& flags, int* rc) {
     std::ofstream(in_path, std::ios::binary) << input;
     std::string cmd = std::string(DSV3_BIN) + " template -m " + DSV3_TOKENIZER_DIR + " " + flags + " < " + in_path + " 2>/dev/null";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-    *rc = pclose(p);
-    return out;
+    return dsv3::testing::run_cmd(cmd, *rc);
   };
   int rc = 0;
   for (const auto& c : ref["chat"]) {

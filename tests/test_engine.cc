@@ -5,6 +5,8 @@
 // StopStrings; and `dsv3 generate --json`.
 #include <gtest/gtest.h>
 
+#include "testing.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -602,17 +604,7 @@ TEST(StopStrings, Utf8AndEmptyStops) {
 
 // ---- dsv3 generate --json ----
 
-std::string run_cmd(const std::string& cmd, int& rc) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
-  const int st = pclose(p);
-  rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
+using dsv3::testing::run_cmd;
 
 TEST(GenerateCli, JsonGreedyAndSpeculative) {
   const json& c = ref()["v3-fp8"][1];

@@ -5,6 +5,8 @@
 // token by token, chunked, ragged batch, rollback) and bad inputs; and `dsv3 score --json`.
 #include <gtest/gtest.h>
 
+#include "testing.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -406,18 +408,7 @@ TEST(ModelErrors, BadInputsThrow) {
 
 // ---- dsv3 score --json ----
 
-// Runs a command, returns stdout; rc receives the exit status.
-std::string run_cmd(const std::string& cmd, int& rc) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
-  const int st = pclose(p);
-  rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
-}
+using dsv3::testing::run_cmd;
 
 std::string join(const std::vector<int32_t>& v) {
   std::string s;
