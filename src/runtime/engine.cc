@@ -207,15 +207,22 @@ void Engine::admit() {
   }
 }
 
-bool Engine::step() {
-  admit();
-  // Drop finished sequences (cancelled or stopped last step), keeping their blocks as prefixes.
+void Engine::retire() {
   for (auto& s : running_)
     if (s->done) {
       register_prefix(*s);
       free_seq(model_.cache(), s->cache);
     }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }), running_.end());
+}
+
+bool Engine::step() {
+  // Sequences that finished last step leave first, keeping their blocks as cached prefixes, so
+  // a request that arrived meanwhile (e.g. the same prompt again) finds them; then newcomers
+  // join, and those cancelled meanwhile leave too.
+  retire();
+  admit();
+  retire();
   if (running_.empty()) {
     last_batch_ = 0;
     return false;

@@ -80,6 +80,7 @@ class Engine {
     std::list<uint64_t>::iterator lru;
   };
   void admit();
+  void retire();  // drops finished sequences, registering their blocks in the prefix cache
   void finish(Seq& s, const std::string& reason, const std::string& error = "");
   bool emit(Seq& s, int32_t tok, const float* logits);
   void lookup_prefix(Seq& s);

@@ -59,7 +59,8 @@ assert st == 200 and b"dsv3_requests_total" in body and b"dsv3_time_to_first_tok
 # SIGTERM with a stream in flight.
 result = {}
 def stream():
-    body = {"prompt": ref["v3-fp8"][1]["prompt"], "max_tokens": 120, "temperature": 0, "ignore_eos": True,
+    # Long enough (~1 s even on an idle machine) that the 503 check below lands while it drains.
+    body = {"prompt": ref["v3-fp8"][1]["prompt"], "max_tokens": 480, "temperature": 0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
     r = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(), headers=KEY)
     ids, done, usage = [], False, None
@@ -84,12 +85,12 @@ t.start()
 while not result.get("started"):
     time.sleep(0.01)
 os.kill(pid, signal.SIGTERM)
-time.sleep(0.2)
+time.sleep(0.05)
 st, _ = req("/v1/completions", {"prompt": [1, 2], "max_tokens": 2})
 assert st == 503, st  # draining: no new work
 t.join()
 assert result["done"], result
-assert len(result["ids"]) == 120 and result["usage"]["completion_tokens"] == 120, result
+assert len(result["ids"]) == 480 and result["usage"]["completion_tokens"] == 480, result
 assert result["ids"][:32] == ref["v3-fp8"][1]["greedy"]
 print("drain: ok")
 PY
