@@ -153,6 +153,7 @@ int run_generate(const GenOpts& o) {
     } else {
       fmt::print("\n");
     }
+    fflush(stdout);  // before the stats line on stderr
     log_info("[{} prompt tokens, {:.1f} tok/s prefill; {} generated, {:.1f} tok/s decode; finish: {}{}]", f.prompt_tokens,
              pre_tps, f.completion_tokens, dec_tps, f.reason,
              g.speculative ? fmt::format("; mtp drafted {} accepted {}", f.drafted, f.accepted) : "");
@@ -200,6 +201,7 @@ int run_chat(const GenOpts& o) {
       fflush(stdout);
     });
     fmt::print("\n");
+    fflush(stdout);  // before the stats line on stderr
     const FinishInfo& f = r.info;
     const double tps = f.decode_seconds > 0 && f.completion_tokens > 1
                            ? static_cast<double>(f.completion_tokens - 1) / f.decode_seconds : 0;
