@@ -113,6 +113,13 @@ ojson header(const ResponseCtx& ctx, const char* object) {
   j["system_fingerprint"] = "dsv3";
   return j;
 }
+
+// vLLM's return_token_ids extension: the prompt's and the choice's ids beside the text.
+void add_token_ids(ojson& ch, const std::vector<int32_t>& prompt, const std::vector<int32_t>& ids) {
+  ch["prompt_token_ids"] = prompt;
+  ch["token_ids"] = ids;
+}
+
 }  // namespace
 
 ojson completion_body(const ResponseCtx& ctx, const CompletionRequest& r, const RequestState& st) {
@@ -136,10 +143,7 @@ ojson completion_body(const ResponseCtx& ctx, const CompletionRequest& r, const 
     ch["text"] = text;
     ch["logprobs"] = want_lp ? lps.take() : ojson(nullptr);
     ch["finish_reason"] = finish_reason(c->info);
-    if (ctx.return_token_ids) {
-      ch["prompt_token_ids"] = c->prompt;
-      ch["token_ids"] = ids;
-    }
+    if (ctx.return_token_ids) add_token_ids(ch, c->prompt, ids);
     choices.push_back(std::move(ch));
   }
   j["choices"] = std::move(choices);
@@ -164,10 +168,7 @@ ojson chat_body(const ResponseCtx& ctx, const ChatRequest& r, const RequestState
     ch["message"] = {{"role", "assistant"}, {"content", text}};
     ch["logprobs"] = r.logprobs ? ojson{{"content", content}} : ojson(nullptr);
     ch["finish_reason"] = finish_reason(c->info);
-    if (ctx.return_token_ids) {
-      ch["prompt_token_ids"] = c->prompt;
-      ch["token_ids"] = ids;
-    }
+    if (ctx.return_token_ids) add_token_ids(ch, c->prompt, ids);
     choices.push_back(std::move(ch));
   }
   j["choices"] = std::move(choices);
