@@ -25,7 +25,6 @@ int run_score(const ScoreOpts& o) {
   auto model = load_model(o.model);
   if (o.mtp && !model->has_mtp()) fail("--mtp: this checkpoint has no MTP module");
   const int64_t n = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
-  const int64_t H = model->config().hidden_size;
   SeqCache seq;
   nlohmann::ordered_json lps = nlohmann::json::array({nullptr}), tops = nlohmann::json::array({nullptr});
   std::vector<float> hidden;  // [n, H], for MTP
@@ -66,7 +65,6 @@ int run_score(const ScoreOpts& o) {
     am.push_back(nullptr);
     j["mtp_argmax"] = am;
   }
-  (void)H;
   fmt::print("{}\n", j.dump());
   return 0;
 }

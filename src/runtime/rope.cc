@@ -53,10 +53,4 @@ void Rope::rotate(float* x, const float* cs, int64_t dim) {
   }
 }
 
-void Rope::apply(float* x, int64_t pos) const {
-  std::vector<float> cs(static_cast<size_t>(dim_));
-  table(pos, cs.data());
-  rotate(x, cs.data(), dim_);
-}
-
 }  // namespace dsv3

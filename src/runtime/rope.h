@@ -13,8 +13,6 @@ class Rope {
  public:
   explicit Rope(const ModelConfig& cfg);
   int64_t dim() const { return dim_; }
-  // Rotates x [dim] in place for position `pos`.
-  void apply(float* x, int64_t pos) const;
   // Fills cs [dim] with (cos_i, sin_i) pairs for `pos`, to rotate many heads at one position.
   void table(int64_t pos, float* cs) const;
   static void rotate(float* x, const float* cs, int64_t dim);
