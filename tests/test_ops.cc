@@ -140,6 +140,64 @@ TEST(Ops, MatmulTransposedMatchesReference) {
       }
 }
 
+// The FP8 GEMV scales x by a power of two chosen from max|x| (so that products stay out of the
+// subnormal range); activations from 1e-30 to 1e30 must keep full precision.
+TEST(Ops, Fp8GemvKeepsPrecisionAtExtremeActivations) {
+  OpsState keep;
+  std::mt19937 rng(5);
+  TestWeight full = random_weight(DType::F8_E4M3, 130, 300, rng);
+  for (Simd s : fast_levels())
+    for (float mag : {1e-30f, 1e-12f, 1e-3f, 1.0f, 3e4f, 1e12f, 1e30f})
+      for (int64_t n : {1, 3}) {
+        set_simd_level(s);
+        auto x = random_vec(static_cast<size_t>(n * 300), rng, mag);
+        x[7] = 0.0f;  // zeros and one tiny outlier beside the large values
+        x[11] = mag * 1e-20f;
+        std::vector<float> got(static_cast<size_t>(n * 130)), want = got;
+        matmul(x.data(), n, 300, full.view, got.data(), 130);
+        ref::matmul(x.data(), n, 300, full.view, want.data(), 130);
+        EXPECT_LT(rel_err(got, want), 1e-5) << simd_name(s) << " |x| ~ " << mag << " n " << n;
+      }
+}
+
+// A batch gives bit for bit what the same matmuls give one by one, GEMV- and GEMM-sized jobs
+// mixed, one job accumulating into its output.
+TEST(Ops, MatmulBatchEqualsSeparateCalls) {
+  OpsState keep;
+  std::mt19937 rng(6);
+  struct Spec {
+    DType dt;
+    int64_t rows, cols, n;
+    bool acc;
+  };
+  const Spec specs[] = {{DType::F8_E4M3, 300, 256, 1, false}, {DType::BF16, 70, 256, 1, true},
+                        {DType::F8_E4M3, 129, 200, 5, false}, {DType::F32, 33, 64, 40, false},
+                        {DType::F8_E4M3, 64, 130, 8, true},   {DType::F16, 10, 48, 0, false}};
+  for (Simd s : fast_levels())
+    for (int threads : {1, 2, 3}) {
+      set_simd_level(s);
+      set_num_threads(threads);
+      std::vector<TestWeight> ws;
+      std::vector<std::vector<float>> xs, ys;
+      for (const Spec& sp : specs) {
+        ws.push_back(random_weight(sp.dt, sp.rows, sp.cols, rng));
+        xs.push_back(random_vec(static_cast<size_t>(sp.n * sp.cols), rng));
+        ys.push_back(random_vec(static_cast<size_t>(sp.n * sp.rows), rng));
+      }
+      std::vector<MatmulJob> jobs;
+      std::vector<std::vector<float>> batched = ys, single = ys;
+      for (size_t i = 0; i < std::size(specs); ++i) {
+        const Spec& sp = specs[i];
+        jobs.push_back({xs[i].data(), sp.n, sp.cols, ws[i].view, batched[i].data(), sp.rows, sp.acc});
+        matmul(xs[i].data(), sp.n, sp.cols, ws[i].view, single[i].data(), sp.rows, sp.acc);
+      }
+      matmul_batch(jobs);
+      for (size_t i = 0; i < std::size(specs); ++i)
+        EXPECT_EQ(0, std::memcmp(batched[i].data(), single[i].data(), batched[i].size() * 4))
+            << simd_name(s) << " threads " << threads << " job " << i;
+    }
+}
+
 // Every e4m3 code through every dequantising path must equal core's table exactly.
 TEST(Ops, Fp8DequantIsExactForAllCodes) {
   OpsState keep;

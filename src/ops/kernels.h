@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 namespace dsv3::ops::detail {
 
@@ -13,6 +14,7 @@ namespace dsv3::ops::detail {
 struct Kernels {
   void (*matmul)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
                  bool accumulate);
+  void (*matmul_batch)(std::span<const MatmulJob> jobs);
   void (*matmul_t)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
                    int64_t ldy);
   void (*rmsnorm)(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);

@@ -43,20 +43,23 @@ struct Avx2 {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   // Same f16 trick as the AVX-512 version (see there): e4m3 value times 2^-8, exactly.
+  // Same integer trick as the AVX-512 version (see there): e4m3 value times 2^-120, exactly.
+  static V load_e4m3_x2m120(const uint8_t* p) {
+    const __m256i s = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(s, 20), _mm256_set1_epi32(static_cast<int>(0x87F00000u))));
+  }
   static V load_e4m3_x2m8(const uint8_t* p) {
     const __m128i s = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(s, 7), _mm_set1_epi16(static_cast<short>(0xBF80))));
   }
-  static bool has_e4m3_nan(const uint8_t* p, int64_t n) {
-    const __m256i hi = _mm256_set1_epi8(static_cast<char>(0x80));
-    __m256i m = _mm256_setzero_si256();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32)
-      m = _mm256_max_epu8(m, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), hi));
-    bool nan = _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0;
-    for (; i < n; ++i) nan |= (p[i] & 0x7f) == 0x7f;
-    return nan;
+  using B = __m256i;  // NaN-code scan, as in the AVX-512 version
+  static constexpr int kScanBytes = 32;
+  static B scan_zero() { return _mm256_setzero_si256(); }
+  static B scan(B m, const uint8_t* p) {
+    return _mm256_max_epu8(m, _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
+                                              _mm256_set1_epi8(static_cast<char>(0x80))));
   }
+  static bool scan_found(B m) { return _mm256_movemask_epi8(_mm256_cmpeq_epi8(m, _mm256_set1_epi8(-1))) != 0; }
   static V exp(V x) {
     const V under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365f), _CMP_LT_OQ);
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.0f));

@@ -36,20 +36,28 @@ struct Avx512 {
   // same sign, mantissa and exponent field (bias 15 instead of 7, hence 2^-8) once bit 14 (a copy
   // of the sign) is cleared; subnormal codes become f16 subnormals, which vcvtph2ps converts
   // exactly. NaN codes become +-1.875 (see has_e4m3_nan).
+  // e4m3 -> f32 times 2^-120, exactly, with integer ops only: the sign-extended byte shifted
+  // left by 20 has the sign at bit 31 and exponent + mantissa at bits 26..20; clearing bits
+  // 30..27 (copies of the sign) leaves an f32 whose exponent field is the e4m3 one (bias 127
+  // instead of 7, hence 2^-120). Subnormal codes become f32 subnormals of the same value
+  // times 2^-120. NaN codes become finite (see has_e4m3_nan).
+  static V load_e4m3_x2m120(const uint8_t* p) {
+    const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(s, 20), _mm512_set1_epi32(static_cast<int>(0x87F00000u))));
+  }
   static V load_e4m3_x2m8(const uint8_t* p) {
     const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(s, 7), _mm256_set1_epi16(static_cast<short>(0xBF80))));
   }
-  // Any NaN code (low 7 bits all set) among n bytes.
-  static bool has_e4m3_nan(const uint8_t* p, int64_t n) {
-    const __m512i hi = _mm512_set1_epi8(static_cast<char>(0x80));
-    __m512i m = _mm512_setzero_si512();
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) m = _mm512_max_epu8(m, _mm512_or_si512(_mm512_loadu_si512(p + i), hi));
-    bool nan = _mm512_cmpeq_epi8_mask(m, _mm512_set1_epi8(-1)) != 0;
-    for (; i < n; ++i) nan |= (p[i] & 0x7f) == 0x7f;
-    return nan;
+  // NaN-code scan over 64 bytes at a time (see has_e4m3_nan in kernels_impl.h): the running
+  // unsigned max of (byte | 0x80) reaches 0xFF exactly when some byte's low 7 bits are all set.
+  using B = __m512i;
+  static constexpr int kScanBytes = 64;
+  static B scan_zero() { return _mm512_setzero_si512(); }
+  static B scan(B m, const uint8_t* p) {
+    return _mm512_max_epu8(m, _mm512_or_si512(_mm512_loadu_si512(p), _mm512_set1_epi8(static_cast<char>(0x80))));
   }
+  static bool scan_found(B m) { return _mm512_cmpeq_epi8_mask(m, _mm512_set1_epi8(-1)) != 0; }
   // Cephes expf: |rel err| < 2 ulp on [-87.3, 88]; below -87.3 (incl. -inf) returns 0.
   static V exp(V x) {
     const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3365f), _CMP_LT_OQ);

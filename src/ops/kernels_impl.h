@@ -5,11 +5,16 @@
 //
 // I provides: V (float vector), W (lanes), kGemvTokens, kTileRows, kTileVecs, zero, set1, loadu,
 // storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16, load_f16,
-// load_e4m3_x2m8 (exact value times 2^-8, NaN codes not handled), has_e4m3_nan(bytes, n).
+// load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both leave NaN
+// codes finite), and the NaN-code scan: B,
+// kScanBytes, scan_zero, scan(m, bytes), scan_found(m).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -43,6 +48,18 @@ inline typename I::V load_w(const void* row, int64_t j) {
   if constexpr (DT == DType::F8_E4M3) return I::load_e4m3_x2m8(static_cast<const uint8_t*>(row) + j);
 }
 
+// Any E4M3 NaN code (low 7 bits all set) among n bytes. The fast conversion maps NaN codes to
+// numbers, so kernels check for them to keep NaN weights producing NaN, as the reference does.
+template <class I>
+inline bool has_e4m3_nan(const uint8_t* p, int64_t n) {
+  typename I::B m = I::scan_zero();
+  int64_t i = 0;
+  for (; i + I::kScanBytes <= n; i += I::kScanBytes) m = I::scan(m, p + i);
+  bool nan = I::scan_found(m);
+  for (; i < n; ++i) nan |= (p[i] & 0x7f) == 0x7f;
+  return nan;
+}
+
 template <DType DT>
 inline const void* row_ptr(const WeightView& w, int64_t r) {
   constexpr size_t kSize = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
@@ -67,7 +84,7 @@ void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float*
     for (; j + I::W <= len; j += I::W) I::storeu(out + j, I::mul(load_w<I, DT>(row, c0 + j), sv));
     for (; j < len; ++j) out[j] = elem<DT>(row, c0 + j) * s;
     const uint8_t* bytes = static_cast<const uint8_t*>(row) + c0;
-    if (I::has_e4m3_nan(bytes, len))  // rare: the bit trick maps NaN codes to numbers
+    if (has_e4m3_nan<I>(bytes, len))  // rare: the bit trick maps NaN codes to numbers
       for (j = 0; j < len; ++j) out[j] = kE4M3ToF32[bytes[j]] * s;
   } else {
     for (; j + I::W <= len; j += I::W) I::storeu(out + j, load_w<I, DT>(row, c0 + j));
@@ -76,17 +93,40 @@ void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float*
 }
 
 // ---- decode: GEMV over NR weight rows x NT tokens, each weight row streamed once ----
-// x, y already point at the first token of the group; rows r..r+NR-1.
+// FP8 here converts with load_e4m3_x2m120 (integer ops only, ~40% faster than the f16 route):
+// it yields e4m3 * 2^-120, for subnormal codes an f32 subnormal, both exact. So that no
+// product w * x lands in the subnormal range, the GEMV multiplies a copy of x by 2^k (chosen
+// from max|x|, see prepare_gemv): w * x * 2^(k-120) then rounds exactly like w * x, and the block
+// scale is multiplied by 2^(120-k) to undo it. Results equal the f16 route bit for bit.
+struct GemvJob {
+  MatmulJob m;           // x already scaled by 2^k for FP8
+  float vec_unit = 1;    // FP8: 2^(120-k), for sums of x2m120 products
+  float tail_unit = 1;   // FP8: 2^-k, for the scalar tail's exact products
+};
+
+template <class I, DType DT>
+inline typename I::V load_gemv_w(const void* row, int64_t j) {
+  if constexpr (DT == DType::F8_E4M3) return I::load_e4m3_x2m120(static_cast<const uint8_t*>(row) + j);
+  else return load_w<I, DT>(row, j);
+}
+
+// Tokens [t0, t0+NT) x rows r..r+NR-1 of job j.
 // FP8: per 128-column block the partial dot is accumulated unscaled and multiplied by the block
-// scale once.
+// scale once. The kernel converts FP8 barely faster than memory delivers it, so memory latency
+// must not add to it: each block prefetches the same block of the next NR rows (the next group,
+// which this or another thread takes next), and the NaN scan in gemv_rows then finds its rows
+// in cache.
 template <class I, DType DT, int NR, int NT>
-void gemv_block(const float* x, int64_t ldx, const WeightView& w, int64_t r, float* y, int64_t ldy,
-                bool accumulate, const bool* nan_row) {
+void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   using V = typename I::V;
   constexpr int W = I::W;
   constexpr bool kFp8 = DT == DType::F8_E4M3;
-  const int64_t K = w.cols;
-  const int64_t blk = kFp8 ? kFp8Block : K;
+  constexpr int64_t kElemBytes = DT == DType::F32 ? 4 : kFp8 ? 1 : 2;
+  const WeightView& w = j.m.w;
+  const int64_t K = w.cols, ldx = j.m.ldx, ldy = j.m.ldy;
+  const float* x = j.m.x + t0 * ldx;
+  const int64_t blk = kFp8Block;  // FP8 scale block; for other dtypes just the prefetch step
+  const int64_t ahead = NR * K * kElemBytes;
   const void* row[NR];
   for (int i = 0; i < NR; ++i) row[i] = row_ptr<DT>(w, r + i);
   V tot[NR][NT];
@@ -95,31 +135,35 @@ void gemv_block(const float* x, int64_t ldx, const WeightView& w, int64_t r, flo
     for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
   for (int64_t k0 = 0; k0 < K; k0 += blk) {
     const int64_t kend = min64(k0 + blk, K);
+    for (int i = 0; i < NR; ++i)
+      for (int64_t b = k0 * kElemBytes; b < kend * kElemBytes; b += 64)
+        __builtin_prefetch(static_cast<const char*>(row[i]) + ahead + b);
     V acc[NR][NT];
     float tail[NR][NT];
     for (int i = 0; i < NR; ++i)
       for (int t = 0; t < NT; ++t) acc[i][t] = I::zero(), tail[i][t] = 0;
-    int64_t j = k0;
-    for (; j + W <= kend; j += W) {
+    int64_t c = k0;
+    for (; c + W <= kend; c += W) {
       V xv[NT];
-      for (int t = 0; t < NT; ++t) xv[t] = I::loadu(x + t * ldx + j);
+      for (int t = 0; t < NT; ++t) xv[t] = I::loadu(x + t * ldx + c);
       for (int i = 0; i < NR; ++i) {
-        const V wv = load_w<I, DT>(row[i], j);
+        const V wv = load_gemv_w<I, DT>(row[i], c);
         for (int t = 0; t < NT; ++t) acc[i][t] = I::fma(wv, xv[t], acc[i][t]);
       }
     }
-    for (; j < kend; ++j)
+    for (; c < kend; ++c)
       for (int i = 0; i < NR; ++i) {
-        const float wv = elem<DT>(row[i], j);
-        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + j];
+        const float wv = elem<DT>(row[i], c);
+        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
       }
     for (int i = 0; i < NR; ++i) {
       if constexpr (kFp8) {
         const float s = scale_at(w, r + i, k0);
-        const V sv = I::set1(s * kFp8VecUnit);
-        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s;
+        const V sv = I::set1(s * j.vec_unit);
+        // (tail * s) * 2^-k: s * 2^-k alone could be subnormal.
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s * j.tail_unit;
       } else {
-        for (int t = 0; t < NT; ++t) tot[i][t] = acc[i][t], ttot[i][t] = tail[i][t];
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::add(tot[i][t], acc[i][t]), ttot[i][t] += tail[i][t];
       }
     }
   }
@@ -127,41 +171,37 @@ void gemv_block(const float* x, int64_t ldx, const WeightView& w, int64_t r, flo
     for (int t = 0; t < NT; ++t) {
       float v = I::hsum(tot[i][t]) + ttot[i][t];
       if (kFp8 && nan_row[i]) v = std::numeric_limits<float>::quiet_NaN();
-      float& out = y[t * ldy + r + i];
-      out = accumulate ? out + v : v;
+      float& out = j.m.y[(t0 + t) * ldy + r + i];
+      out = j.m.accumulate ? out + v : v;
     }
 }
 
-// One token group of NT tokens; more than 4 tokens on two rows would run out of registers
+// One token group of NT tokens; more than 8 row-token pairs would run out of registers
 // (NR*NT block + NR*NT total + NT x vectors), so such groups go one row at a time.
 template <class I, DType DT, int NR, int NT>
-void gemv_group(const float* x, int64_t ldx, const WeightView& w, int64_t r, float* y, int64_t ldy,
-                bool accumulate, const bool* nan_row) {
+void gemv_group(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   if constexpr (NR > 1 && NR * NT > 8) {
-    for (int i = 0; i < NR; ++i) gemv_block<I, DT, 1, NT>(x, ldx, w, r + i, y, ldy, accumulate, nan_row + i);
+    for (int i = 0; i < NR; ++i) gemv_block<I, DT, 1, NT>(j, t0, r + i, nan_row + i);
   } else {
-    gemv_block<I, DT, NR, NT>(x, ldx, w, r, y, ldy, accumulate, nan_row);
+    gemv_block<I, DT, NR, NT>(j, t0, r, nan_row);
   }
 }
 
-// All n tokens for rows r..r+NR-1, in token groups of up to I::kGemvTokens (<= 8); the rows
+// All tokens for rows r..r+NR-1, in token groups of up to I::kGemvTokens (<= 8); the rows
 // stay in L1 between groups so the weights leave memory once.
 template <class I, DType DT, int NR>
-void gemv_rows(const float* x, int64_t n, int64_t ldx, const WeightView& w, int64_t r, float* y,
-               int64_t ldy, bool accumulate) {
+void gemv_rows(const GemvJob& j, int64_t r) {
   bool nan_row[NR] = {};
   if constexpr (DT == DType::F8_E4M3)
     for (int i = 0; i < NR; ++i)
-      nan_row[i] = I::has_e4m3_nan(static_cast<const uint8_t*>(row_ptr<DT>(w, r + i)), w.cols);
+      nan_row[i] = has_e4m3_nan<I>(static_cast<const uint8_t*>(row_ptr<DT>(j.m.w, r + i)), j.m.w.cols);
   constexpr int G = I::kGemvTokens;
   static_assert(G >= 1 && G <= 8);
-  for (int64_t t = 0; t < n; t += G) {
-    const float* xt = x + t * ldx;
-    float* yt = y + t * ldy;
-    switch (min64(G, n - t)) {
+  for (int64_t t = 0; t < j.m.n; t += G) {
+    switch (min64(G, j.m.n - t)) {
 #define DSV3_GEMV_CASE(k) \
   case k:                 \
-    if constexpr (k <= G) gemv_group<I, DT, NR, k>(xt, ldx, w, r, yt, ldy, accumulate, nan_row); \
+    if constexpr (k <= G) gemv_group<I, DT, NR, k>(j, t, r, nan_row); \
     break;
       DSV3_GEMV_CASE(1) DSV3_GEMV_CASE(2) DSV3_GEMV_CASE(3) DSV3_GEMV_CASE(4)
       DSV3_GEMV_CASE(5) DSV3_GEMV_CASE(6) DSV3_GEMV_CASE(7) DSV3_GEMV_CASE(8)
@@ -171,13 +211,103 @@ void gemv_rows(const float* x, int64_t n, int64_t ldx, const WeightView& w, int6
   }
 }
 
+// Rows [r0, r1) of one job, two at a time (measured faster than four on Zen 4, even for a
+// single token).
 template <class I, DType DT>
-void gemv(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
-  const int64_t pairs = w.rows / 2;
-  const int nt = threads_for(w.rows * w.cols * n);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) gemv_rows<I, DT, 2>(x, n, ldx, w, 2 * p, y, ldy, accumulate);
-  if (w.rows % 2) gemv_rows<I, DT, 1>(x, n, ldx, w, w.rows - 1, y, ldy, accumulate);
+void gemv_range(const GemvJob& j, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) gemv_rows<I, DT, 2>(j, r);
+  for (; r < r1; ++r) gemv_rows<I, DT, 1>(j, r);
+}
+
+template <class I>
+void gemv_range(const GemvJob& j, int64_t r0, int64_t r1) {
+  switch (j.m.w.dtype) {
+    case DType::F32: return gemv_range<I, DType::F32>(j, r0, r1);
+    case DType::BF16: return gemv_range<I, DType::BF16>(j, r0, r1);
+    case DType::F16: return gemv_range<I, DType::F16>(j, r0, r1);
+    case DType::F8_E4M3: return gemv_range<I, DType::F8_E4M3>(j, r0, r1);
+    default: return;  // rejected by the public entry point
+  }
+}
+
+// Decode up to this many tokens with the GEMV; beyond it the tiled GEMM wins.
+constexpr int64_t kGemvMaxTokens = 8;
+// Weight bytes per GEMV task: large enough that taking a task (an atomic) is noise, small
+// enough that a batch splits into many more tasks than threads.
+constexpr int64_t kGemvTaskBytes = 64 << 10;
+
+// FP8 jobs get x scaled by 2^k into xs [n, K] (see GemvJob), with k such that max|x| 2^k is
+// just below 2^110: the scalar tail's sums of e4m3 * x 2^k stay below FLT_MAX, while a
+// vector product underflows only where |w x| < max|x| * 2^-116, far below fp32 resolution of
+// the sum. (k stays in [-6, 126] so that 2^k and 2^(120-k) are floats.)
+template <class I>
+GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
+  GemvJob j{m};
+  if (m.w.dtype != DType::F8_E4M3) return j;
+  using V = typename I::V;
+  const int64_t K = m.w.cols;
+  V vmax = I::zero();
+  float amax = 0;
+  for (int64_t t = 0; t < m.n; ++t) {
+    const float* xr = m.x + t * m.ldx;
+    int64_t c = 0;
+    for (; c + I::W <= K; c += I::W) {
+      const V v = I::loadu(xr + c);
+      vmax = I::max(vmax, I::max(v, I::sub(I::zero(), v)));
+    }
+    for (; c < K; ++c) amax = std::fmax(amax, std::fabs(xr[c]));
+  }
+  amax = std::fmax(amax, I::hmax(vmax));
+  int e = 0;
+  std::frexp(amax, &e);  // amax < 2^e
+  const int k = amax > 0 && std::isfinite(amax) ? std::clamp(110 - e, -6, 126) : 64;  // 2^k amax < 2^110
+  const V f = I::set1(std::ldexp(1.0f, k));
+  for (int64_t t = 0; t < m.n; ++t) {
+    const float* xr = m.x + t * m.ldx;
+    float* out = xs + t * K;
+    int64_t c = 0;
+    for (; c + I::W <= K; c += I::W) I::storeu(out + c, I::mul(I::loadu(xr + c), f));
+    for (; c < K; ++c) out[c] = xr[c] * std::ldexp(1.0f, k);
+  }
+  j.m.x = xs;
+  j.m.ldx = K;
+  j.vec_unit = std::ldexp(1.0f, 120 - k);
+  j.tail_unit = std::ldexp(1.0f, -k);
+  return j;
+}
+
+template <class I>
+void gemv_batch(std::span<const MatmulJob> jobs) {
+  struct Task {
+    int64_t job, r0, r1;
+  };
+  thread_local std::vector<Task> tasks;
+  thread_local std::vector<GemvJob> prepared;
+  thread_local std::vector<float> xs;
+  tasks.clear();
+  prepared.clear();
+  int64_t work = 0, xs_size = 0;
+  for (const MatmulJob& m : jobs)
+    if (m.w.dtype == DType::F8_E4M3 && m.n > 0 && m.n <= kGemvMaxTokens) xs_size += m.n * m.w.cols;
+  if (static_cast<int64_t>(xs.size()) < xs_size) xs.resize(static_cast<size_t>(xs_size));
+  float* xp = xs.data();
+  for (const MatmulJob& m : jobs) {
+    if (m.n <= 0 || m.n > kGemvMaxTokens || m.w.rows <= 0) continue;
+    prepared.push_back(prepare_gemv<I>(m, xp));
+    if (m.w.dtype == DType::F8_E4M3) xp += m.n * m.w.cols;
+    const int64_t row_bytes = max64(1, m.w.cols * static_cast<int64_t>(dtype_size(m.w.dtype)));
+    const int64_t step = (max64(1, kGemvTaskBytes / row_bytes) + 1) / 2 * 2;  // whole row pairs
+    const int64_t ji = static_cast<int64_t>(prepared.size()) - 1;
+    for (int64_t r = 0; r < m.w.rows; r += step) tasks.push_back({ji, r, min64(r + step, m.w.rows)});
+    work += m.w.rows * m.w.cols * m.n;
+  }
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  const int nt = static_cast<int>(min64(threads_for(work), count));
+  const Task* t = tasks.data();
+  const GemvJob* pj = prepared.data();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t i = 0; i < count; ++i) gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
 }
 
 // ---- prefill: dequantise a [RT, 128] weight tile once, reuse it for every token ----
@@ -251,17 +381,16 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
   }
 }
 
-// Decode up to this many tokens with the GEMV; beyond it the tiled GEMM wins.
-constexpr int64_t kGemvMaxTokens = 8;
-
 template <class I, DType DT>
 void matmul_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
-  if (n <= kGemvMaxTokens)
-    gemv<I, DT>(x, n, ldx, w, y, ldy, accumulate);
-  else if (n <= I::W || I::kTileVecs == 1)
+  if (n <= kGemvMaxTokens) {
+    const MatmulJob j{x, n, ldx, w, y, ldy, accumulate};
+    gemv_batch<I>({&j, 1});
+  } else if (n <= I::W || I::kTileVecs == 1) {
     gemm<I, DT, 1>(x, n, ldx, w, y, ldy, accumulate);
-  else
+  } else {
     gemm<I, DT, I::kTileVecs>(x, n, ldx, w, y, ldy, accumulate);
+  }
 }
 
 template <class I>
@@ -274,6 +403,15 @@ void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* 
     case DType::F8_E4M3: return matmul_dt<I, DType::F8_E4M3>(x, n, ldx, w, y, ldy, accumulate);
     default: return;  // rejected by the public entry point
   }
+}
+
+// GEMM-sized jobs one after another (each is parallel inside), then every GEMV-sized job in
+// one parallel region. Jobs are independent, so the order does not matter.
+template <class I>
+void matmul_batch(std::span<const MatmulJob> jobs) {
+  for (const MatmulJob& j : jobs)
+    if (j.n > kGemvMaxTokens) matmul<I>(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
+  gemv_batch<I>(jobs);  // skips the jobs above: it takes only n <= kGemvMaxTokens
 }
 
 template <class I>
@@ -408,7 +546,7 @@ void softmax(float* x, int64_t n) {
 
 template <class I>
 const Kernels& kernels_for() {
-  static const Kernels k{&matmul<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
+  static const Kernels k{&matmul<I>, &matmul_batch<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
                          &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>};
   return k;
 }

@@ -21,7 +21,7 @@ std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_num_procs()
 std::atomic<int> g_simd{-1};    // -1: not chosen yet
 
 const detail::Kernels& ref_kernels() {
-  static const detail::Kernels k{&ref::matmul, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
+  static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
                                  &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy};
   return k;
 }
@@ -135,6 +135,14 @@ void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* 
   check_weight("matmul", w);
   check_matmul("matmul", n, ldx, w.cols, ldy, w.rows);
   K().matmul(x, n, ldx, w, y, ldy, accumulate);
+}
+
+void matmul_batch(std::span<const MatmulJob> jobs) {
+  for (const MatmulJob& j : jobs) {
+    check_weight("matmul_batch", j.w);
+    check_matmul("matmul_batch", j.n, j.ldx, j.w.cols, j.ldy, j.w.rows);
+  }
+  K().matmul_batch(jobs);
 }
 
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {

@@ -7,6 +7,7 @@
 // Results never depend on the thread count: threads split output elements, never a reduction.
 #pragma once
 #include <cstdint>
+#include <span>
 
 #include "core/tensor.h"
 
@@ -30,6 +31,20 @@ int num_threads();
 // w may be a row slice, see WeightView::row0).
 void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
             bool accumulate = false);
+// One matmul of a batch: y[n, w.rows] (+)= x[n, w.cols] . W^T, as matmul's arguments.
+struct MatmulJob {
+  const float* x = nullptr;
+  int64_t n = 0, ldx = 0;
+  WeightView w;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  bool accumulate = false;
+};
+// Every job, as if by matmul one after another. Jobs must not write what another job reads or
+// writes. Decode-sized jobs (a few tokens) share one parallel region whose threads take rows of
+// any job as they free up: one fork/join per batch instead of one per matrix, and a thread the
+// OS preempted does not hold the others up (MoE decode runs every chosen expert this way).
+void matmul_batch(std::span<const MatmulJob> jobs);
 // y[n, w.cols] = x[n, w.rows] . W   (the transposed use: MLA weight absorption, q_nope . W_uk).
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
 // y[n, d] = x / sqrt(mean(x^2) + eps) * w, fp32 math; `w` holds d values (any 2-D shape with
@@ -47,6 +62,7 @@ void axpy(float a, const float* x, float* y, int64_t n);  // y += a*x
 namespace ref {
 void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
             bool accumulate = false);
+void matmul_batch(std::span<const MatmulJob> jobs);
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
 void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);

@@ -35,6 +35,10 @@ void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* 
     }
 }
 
+void matmul_batch(std::span<const MatmulJob> jobs) {
+  for (const MatmulJob& j : jobs) matmul(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
+}
+
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < w.cols; ++c) {

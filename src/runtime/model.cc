@@ -100,15 +100,31 @@ void Model::embed(const WeightView& table, std::span<SeqInput> batch, float* x) 
              static_cast<size_t>(H));
 }
 
-void Model::mlp(const MlpWeights& m, const float* h, int64_t n, float* out, bool accumulate) {
-  const int64_t H = config().hidden_size, I = m.gate.rows;
+void Model::ffn(std::span<const FfnRun> runs) {
+  const int64_t H = config().hidden_size;
   Workspace& w = *ws_;
-  float* g = grow(w.eg, n * I);
-  float* u = grow(w.eu, n * I);
-  ops::matmul(h, n, H, m.gate, g, I);
-  ops::matmul(h, n, H, m.up, u, I);
-  ops::silu_mul(g, u, g, n * I);
-  ops::matmul(g, n, I, m.down, out, H, accumulate);
+  int64_t total = 0;
+  for (const FfnRun& r : runs) total += r.rows * r.m->gate.rows;
+  float* g = grow(w.eg, total);  // [sum rows x I] gate, then silu(gate) * up
+  float* u = grow(w.eu, total);
+  std::vector<ops::MatmulJob> jobs;
+  int64_t off = 0;
+  for (const FfnRun& r : runs) {
+    const int64_t I = r.m->gate.rows;
+    jobs.push_back({r.x, r.rows, H, r.m->gate, g + off, I});
+    jobs.push_back({r.x, r.rows, H, r.m->up, u + off, I});
+    off += r.rows * I;
+  }
+  ops::matmul_batch(jobs);
+  ops::silu_mul(g, u, g, total);
+  jobs.clear();
+  off = 0;
+  for (const FfnRun& r : runs) {
+    const int64_t I = r.m->gate.rows;
+    jobs.push_back({g + off, r.rows, I, r.m->down, r.y, H});
+    off += r.rows * I;
+  }
+  ops::matmul_batch(jobs);
 }
 
 void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, int layer) {
@@ -174,19 +190,54 @@ void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, in
     }
   }
 
-  // Shared experts over all tokens, then each routed expert once over the tokens that chose it,
-  // so every expert's weights are read once per step.
-  if (m.has_shared) mlp(m.shared, h, n, out, false);
-  else std::fill(out, out + n * H, 0.0f);
-  for (int64_t e = 0; e < E; ++e) {
-    const auto& toks = by_expert[e];
-    if (toks.empty()) continue;
-    const int64_t mtok = static_cast<int64_t>(toks.size());
-    float* xin = grow(w.ex, mtok * H);
-    for (int64_t i = 0; i < mtok; ++i) std::memcpy(xin + i * H, h + toks[i].first * H, static_cast<size_t>(H) * 4);
-    float* y = grow(w.ey, mtok * H);
-    mlp(m.experts[e], xin, mtok, y, false);
-    for (int64_t i = 0; i < mtok; ++i) ops::axpy(toks[i].second, y + i * H, out + toks[i].first * H, H);
+  // The shared expert over all tokens, then each routed expert once over the tokens that chose
+  // it, so every expert's weights are read once per step. Experts go in groups of at most
+  // kGroupRows token rows (one expert may exceed it alone): a decode step runs all its experts
+  // in two parallel regions, while prefill keeps its workspace bounded.
+  constexpr int64_t kGroupRows = 128;
+  struct Use {
+    const MlpWeights* m;
+    const std::vector<std::pair<int64_t, float>>* toks;  // nullptr: every token, weight 1
+  };
+  std::vector<Use> uses;
+  if (m.has_shared) uses.push_back({&m.shared, nullptr});
+  for (int64_t e = 0; e < E; ++e)
+    if (!by_expert[e].empty()) uses.push_back({&m.experts[e], &by_expert[e]});
+  std::fill(out, out + n * H, 0.0f);
+  std::vector<FfnRun> runs;
+  for (size_t i = 0; i < uses.size();) {
+    int64_t rows = 0;
+    size_t j = i;
+    for (; j < uses.size(); ++j) {
+      const int64_t r = uses[j].toks ? static_cast<int64_t>(uses[j].toks->size()) : n;
+      if (j > i && rows + r > kGroupRows) break;
+      rows += r;
+    }
+    float* xin = grow(w.ex, rows * H);  // [rows, H] gathered inputs, then outputs in w.ey
+    float* y = grow(w.ey, rows * H);
+    runs.clear();
+    int64_t row = 0;
+    for (size_t k = i; k < j; ++k) {
+      const auto* toks = uses[k].toks;
+      const int64_t r = toks ? static_cast<int64_t>(toks->size()) : n;
+      if (toks)
+        for (int64_t t = 0; t < r; ++t)
+          std::memcpy(xin + (row + t) * H, h + (*toks)[static_cast<size_t>(t)].first * H, static_cast<size_t>(H) * 4);
+      runs.push_back({uses[k].m, toks ? xin + row * H : h, r, y + row * H});
+      row += r;
+    }
+    ffn(runs);
+    row = 0;
+    for (size_t k = i; k < j; ++k) {
+      const auto* toks = uses[k].toks;
+      const int64_t r = toks ? static_cast<int64_t>(toks->size()) : n;
+      for (int64_t t = 0; t < r; ++t) {
+        const auto [tok, wt] = toks ? (*toks)[static_cast<size_t>(t)] : std::pair<int64_t, float>{t, 1.0f};
+        ops::axpy(wt, y + (row + t) * H, out + tok * H, H);
+      }
+      row += r;
+    }
+    i = j;
   }
 }
 
@@ -199,17 +250,18 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   Workspace& w = *ws_;
 
   float* q = grow(w.q, n * nh * qk);  // [n, nh, nope+rope]
+  float* kv = grow(w.kv, n * kvd);     // [n, kv_lora + rope]
   if (c.q_lora_rank > 0) {
     const int64_t ql = c.q_lora_rank;
     float* qa = grow(w.qa, n * ql);
-    ops::matmul(h, n, H, A.q_a, qa, ql);
+    const ops::MatmulJob down[] = {{h, n, H, A.q_a, qa, ql}, {h, n, H, A.kv_a, kv, kvd}};  // both read h
+    ops::matmul_batch(down);
     ops::rmsnorm(qa, n, ql, A.q_a_norm, eps, qa);
     ops::matmul(qa, n, ql, A.q_b, q, nh * qk);
   } else {
-    ops::matmul(h, n, H, A.q, q, nh * qk);
+    const ops::MatmulJob proj[] = {{h, n, H, A.q, q, nh * qk}, {h, n, H, A.kv_a, kv, kvd}};
+    ops::matmul_batch(proj);
   }
-  float* kv = grow(w.kv, n * kvd);  // [n, kv_lora + rope]
-  ops::matmul(h, n, H, A.kv_a, kv, kvd);
   std::vector<float> cs(static_cast<size_t>(rd));
   for (int64_t t = 0; t < n; ++t) {
     float* row = kv + t * kvd;
@@ -282,8 +334,12 @@ void Model::layer_forward(int li, float* x, int64_t n) {
   ops::add(x, o, n * H);
   ops::rmsnorm(x, n, H, L.post_norm, eps, h);
   dump("ffn_norm", li, h, n, H);
-  if (L.moe) moe(L, h, n, o, li);
-  else mlp(L.mlp, h, n, o, false);
+  if (L.moe) {
+    moe(L, h, n, o, li);
+  } else {
+    const FfnRun run{&L.mlp, h, n, o};
+    ffn({&run, 1});
+  }
   dump("ffn_out", li, o, n, H);
   ops::add(x, o, n * H);
   dump("residual", li, x, n, H);

@@ -75,7 +75,15 @@ class Model {
   void layer_forward(int layer, float* x, int64_t n);
   void attention(int layer, const float* h, int64_t n, float* out);
   void moe(const LayerWeights& L, const float* h, int64_t n, float* out, int layer);
-  void mlp(const MlpWeights& m, const float* h, int64_t n, float* out, bool accumulate);
+  // One FFN (dense MLP, shared or routed expert) over `rows` token rows: y = down(silu(gate x) * up x).
+  struct FfnRun {
+    const MlpWeights* m;
+    const float* x;  // [rows, H]
+    int64_t rows;
+    float* y;  // [rows, H]
+  };
+  // Every run, their matmuls batched: two parallel regions in all at decode sizes.
+  void ffn(std::span<const FfnRun> runs);
   void head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
             ForwardOutput& out, bool want_hidden);
   void dump(const char* name, int layer, const float* p, int64_t rows, int64_t cols) const {
