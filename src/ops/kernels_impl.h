@@ -98,6 +98,9 @@ void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float*
 // product w * x lands in the subnormal range, the GEMV multiplies a copy of x by 2^k (chosen
 // from max|x|, see prepare_gemv): w * x * 2^(k-120) then rounds exactly like w * x, and the block
 // scale is multiplied by 2^(120-k) to undo it. Results equal the f16 route bit for bit.
+// How far ahead of the rows being computed the GEMV prefetches into L2.
+constexpr int64_t kGemvFarBytes = 128 << 10;
+
 struct GemvJob {
   MatmulJob m;           // x already scaled by 2^k for FP8
   float vec_unit = 1;    // FP8: 2^(120-k), for sums of x2m120 products
@@ -112,10 +115,14 @@ inline typename I::V load_gemv_w(const void* row, int64_t j) {
 
 // Tokens [t0, t0+NT) x rows r..r+NR-1 of job j.
 // FP8: per 128-column block the partial dot is accumulated unscaled and multiplied by the block
-// scale once. The kernel converts FP8 barely faster than memory delivers it, so memory latency
-// must not add to it: each block prefetches the same block of the next NR rows (the next group,
-// which this or another thread takes next), and the NaN scan in gemv_rows then finds its rows
-// in cache.
+// scale once.
+// Memory: a thread streaming alone keeps too few reads in flight to reach the machine's
+// bandwidth while it also computes, so each block prefetches twice: the same block of the next
+// NR rows into L1 (the NaN scan in gemv_rows then finds them there), and the bytes
+// kGemvFarBytes further on into L2, enough ahead to cover DRAM latency under load (measured on
+// the 5.7 GB MoE bench model, 2 threads: +15% decode over the L1 prefetch alone; 16 KB and
+// 512 KB helped less). The far prefetch stops at the end of the matrix, so it never pulls in
+// bytes of tensors this step does not read (other experts).
 template <class I, DType DT, int NR, int NT>
 void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   using V = typename I::V;
@@ -127,6 +134,7 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   const float* x = j.m.x + t0 * ldx;
   const int64_t blk = kFp8Block;  // FP8 scale block; for other dtypes just the prefetch step
   const int64_t ahead = NR * K * kElemBytes;
+  const char* end = static_cast<const char*>(row_ptr<DT>(w, w.rows));  // this view's last row + 1
   const void* row[NR];
   for (int i = 0; i < NR; ++i) row[i] = row_ptr<DT>(w, r + i);
   V tot[NR][NT];
@@ -136,8 +144,11 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   for (int64_t k0 = 0; k0 < K; k0 += blk) {
     const int64_t kend = min64(k0 + blk, K);
     for (int i = 0; i < NR; ++i)
-      for (int64_t b = k0 * kElemBytes; b < kend * kElemBytes; b += 64)
-        __builtin_prefetch(static_cast<const char*>(row[i]) + ahead + b);
+      for (int64_t b = k0 * kElemBytes; b < kend * kElemBytes; b += 64) {
+        const char* p = static_cast<const char*>(row[i]) + b;
+        __builtin_prefetch(p + ahead);  // into L1, for the next row group
+        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);  // into L2
+      }
     V acc[NR][NT];
     float tail[NR][NT];
     for (int i = 0; i < NR; ++i)
