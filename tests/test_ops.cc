@@ -201,44 +201,48 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
 // Every e4m3 code through every dequantising path must equal core's table exactly.
 TEST(Ops, Fp8DequantIsExactForAllCodes) {
   OpsState keep;
-  // W [256, 32]: row i holds code i everywhere, scale 1. x one-hot on column 0, so y[t, i] is
+  // W [256, 32]: row i holds code i everywhere. x one-hot on column 0, so y[t, i] is
   // exactly the decoded value (the other products are +-0, or NaN for NaN codes).
   constexpr int64_t R = 256, C = 32;
   std::vector<uint8_t> codes(R * C);
   for (int64_t i = 0; i < R; ++i)
     for (int64_t j = 0; j < C; ++j) codes[i * C + j] = static_cast<uint8_t>(i);
-  std::vector<float> ones(4, 1.0f);  // scale_inv [2, 1]
-  WeightView w;
-  w.data = codes.data();
-  w.dtype = DType::F8_E4M3;
-  w.rows = R;
-  w.cols = C;
-  w.scale_inv = ones.data();
-  auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
-  for (Simd s : fast_levels()) {
-    set_simd_level(s);
-    for (int64_t n : {1, 3, 20}) {  // GEMV and tiled paths
-      std::vector<float> x(n * C, 0.0f), y(n * R);
-      for (int64_t t = 0; t < n; ++t) x[t * C] = 1.0f;
-      matmul(x.data(), n, C, w, y.data(), R);
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t i = 0; i < R; ++i)
-          ASSERT_TRUE(same(y[t * R + i], e4m3_to_f32(static_cast<uint8_t>(i))))
-              << simd_name(s) << " n " << n << " code " << i << " got " << y[t * R + i];
+  // Scales 1 and 1024 (exact in fp32 products): large scales take another dequantising route.
+  for (const float scale : {1.0f, 1024.0f}) {
+    std::vector<float> ones(4, scale);  // scale_inv [2, 1]
+    WeightView w;
+    w.data = codes.data();
+    w.dtype = DType::F8_E4M3;
+    w.rows = R;
+    w.cols = C;
+    w.scale_inv = ones.data();
+    auto same = [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+    for (Simd s : fast_levels()) {
+      set_simd_level(s);
+      for (int64_t n : {1, 3, 20}) {  // GEMV and tiled paths
+        std::vector<float> x(n * C, 0.0f), y(n * R);
+        for (int64_t t = 0; t < n; ++t) x[t * C] = 1.0f;
+        matmul(x.data(), n, C, w, y.data(), R);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t i = 0; i < R; ++i)
+            ASSERT_TRUE(same(y[t * R + i], e4m3_to_f32(static_cast<uint8_t>(i)) * scale))
+                << simd_name(s) << " scale " << scale << " n " << n << " code " << i << " got " << y[t * R + i];
+      }
+      // matmul_t with W [1, 256] holding all codes in one row: y = 1 * W.
+      WeightView row;
+      std::vector<uint8_t> all(256);
+      for (int i = 0; i < 256; ++i) all[i] = static_cast<uint8_t>(i);
+      row.data = all.data();
+      row.dtype = DType::F8_E4M3;
+      row.rows = 1;
+      row.cols = 256;
+      row.scale_inv = ones.data();
+      const float one = 1.0f;  // y = 1 * W
+      std::vector<float> y(256);
+      matmul_t(&one, 1, 1, row, y.data(), 256);
+      for (int i = 0; i < 256; ++i)
+        ASSERT_TRUE(same(y[i], e4m3_to_f32(static_cast<uint8_t>(i)) * scale)) << "scale " << scale << " code " << i;
     }
-    // matmul_t with W [1, 256] holding all codes in one row: y = 1 * W.
-    WeightView row;
-    std::vector<uint8_t> all(256);
-    for (int i = 0; i < 256; ++i) all[i] = static_cast<uint8_t>(i);
-    row.data = all.data();
-    row.dtype = DType::F8_E4M3;
-    row.rows = 1;
-    row.cols = 256;
-    row.scale_inv = ones.data();
-    const float one = 1.0f;
-    std::vector<float> y(256);
-    matmul_t(&one, 1, 1, row, y.data(), 256);
-    for (int i = 0; i < 256; ++i) ASSERT_TRUE(same(y[i], e4m3_to_f32(static_cast<uint8_t>(i)))) << "code " << i;
   }
 }
 
