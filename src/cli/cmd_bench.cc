@@ -53,7 +53,8 @@ int run_bench(const BenchOpts& o) {
   // reported is the median over repetitions of decode GB/s over that repetition's bandwidth.
   std::vector<double> bws, fractions;
   FinishInfo last;
-  for (int r = 0; r < o.reps; ++r) {
+  // Repetition -1 is a warm-up, not recorded: it maps the weights and grows the workspaces.
+  for (int r = -1; r < o.reps; ++r) {
     // One request alone (prefill and decode speed), then --parallel requests decoding together
     // (aggregate throughput of continuous batching).
     for (int64_t par : {int64_t{1}, o.parallel}) {
@@ -80,6 +81,7 @@ int run_bench(const BenchOpts& o) {
         tokens += static_cast<double>(f.completion_tokens - 1);
         span = std::max(span, f.decode_seconds);
       }
+      if (r < 0) break;
       if (par == 1) {
         last = done[0];
         const double dec = tokens / span;

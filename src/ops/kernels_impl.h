@@ -162,7 +162,13 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
     int64_t c = k0;
     for (; c + W <= kend; c += W) {
       V xv[NT];
-      for (int t = 0; t < NT; ++t) xv[t] = I::loadu(x + t * ldx + c);
+      for (int t = 0; t < NT; ++t) {
+        xv[t] = I::loadu(x + t * ldx + c);
+        // Keep x in a register: folded into each FMA, it would be loaded once per row, and
+        // with several tokens the loads, not the FMAs, would set the pace (Zen 4 loads one
+        // 512-bit vector per cycle).
+        if constexpr (NR > 1) asm("" : "+v"(xv[t]));
+      }
       for (int i = 0; i < NR; ++i) {
         const V wv = load_gemv_w<I, DT>(row[i], c);
         for (int t = 0; t < NT; ++t) acc[i][t] = I::fma(wv, xv[t], acc[i][t]);
