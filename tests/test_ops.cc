@@ -198,6 +198,34 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
     }
 }
 
+// has_nan_codes sees one NaN code anywhere in a view and nothing outside it; a weight whose
+// owner found NaN codes (nan_state -1) or did not check (0) still yields NaN for that row.
+TEST(Ops, HasNanCodes) {
+  OpsState keep;
+  std::mt19937 rng(8);
+  TestWeight full = random_weight(DType::F8_E4M3, 130, 300, rng);
+  for (Simd s : {Simd::Scalar, Simd::Avx2, Simd::Avx512}) {
+    if (!simd_supported(s)) continue;
+    set_simd_level(s);
+    full.bytes[129 * 300 + 299] = 0x12;
+    EXPECT_FALSE(has_nan_codes(full.view)) << simd_name(s);
+    full.bytes[129 * 300 + 299] = 0xff;  // last element
+    EXPECT_TRUE(has_nan_codes(full.view)) << simd_name(s);
+    EXPECT_FALSE(has_nan_codes(full.view.slice_rows(0, 129))) << simd_name(s);
+    EXPECT_TRUE(has_nan_codes(full.view.slice_rows(129, 1))) << simd_name(s);
+    for (int8_t state : {int8_t{0}, int8_t{-1}}) {
+      WeightView w = full.view;
+      w.nan_state = state;
+      std::vector<float> x(300, 1.0f), y(130);
+      matmul(x.data(), 1, 300, w, y.data(), 130);
+      EXPECT_TRUE(std::isnan(y[129])) << simd_name(s) << " state " << int(state);
+      EXPECT_FALSE(std::isnan(y[128])) << simd_name(s) << " state " << int(state);
+    }
+  }
+  TestWeight bf = random_weight(DType::BF16, 4, 8, rng);
+  EXPECT_FALSE(has_nan_codes(bf.view));
+}
+
 // Every e4m3 code through every dequantising path must equal core's table exactly.
 TEST(Ops, Fp8DequantIsExactForAllCodes) {
   OpsState keep;

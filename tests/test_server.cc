@@ -429,11 +429,13 @@ TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
   Running r(fixture("v3-fp8"), 1, o);
   const json long_req = {{"prompt", {0, 5, 9}}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}};
   std::atomic<int> chunks{0};
+  std::atomic<bool> checked{false};
   std::vector<std::thread> streams;
   for (int i = 0; i < 2; ++i)
     streams.emplace_back([&] {
       auto c = r.client("");
-      // Read a few chunks, then hang up (the receiver returning false closes the connection).
+      // Read a few chunks and, once the 429 below has been seen (until then both slots must
+      // stay taken), hang up: the receiver returning false closes the connection.
       int seen = 0;
       httplib::Request q;
       q.method = "POST";
@@ -442,7 +444,7 @@ TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
       q.set_header("Content-Type", "application/json");
       q.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
         ++chunks;
-        return ++seen < 4;
+        return ++seen < 4 || !checked;
       };
       c.send(q);
     });
@@ -454,6 +456,7 @@ TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
     EXPECT_EQ(res->status, 429);
     EXPECT_EQ(json::parse(res->body)["error"]["code"], "rate_limit_exceeded");
   }
+  checked = true;
   for (auto& t : streams) t.join();
   // Both clients hung up long before 500 tokens: their slots must come back.
   for (int i = 0; i < 2000 && inflight(r) != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -84,6 +84,9 @@ struct WeightView {
   // pointing at the full matrix, so FP8 scale rows stay (row0+i)/128 even when row0 is not a
   // multiple of 128 (MLA's per-head kv_b_proj slices).
   int64_t row0 = 0;
+  // FP8: 1 when the owner has checked (ops::has_nan_codes) that no element is a NaN code, so
+  // kernels skip their own per-row check; 0 unknown, -1 has some. Row slices inherit it.
+  int8_t nan_state = 0;
   int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
   // Rows [r0, r0+n) of this view; no data is copied.
   WeightView slice_rows(int64_t r0, int64_t n) const {

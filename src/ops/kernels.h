@@ -15,6 +15,7 @@ struct Kernels {
   void (*matmul)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
                  bool accumulate);
   void (*matmul_batch)(std::span<const MatmulJob> jobs);
+  bool (*has_nan_codes)(const WeightView& w);
   void (*matmul_t)(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
                    int64_t ldy);
   void (*rmsnorm)(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);

@@ -21,7 +21,7 @@ std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_num_procs()
 std::atomic<int> g_simd{-1};    // -1: not chosen yet
 
 const detail::Kernels& ref_kernels() {
-  static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
+  static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
                                  &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy};
   return k;
 }
@@ -143,6 +143,11 @@ void matmul_batch(std::span<const MatmulJob> jobs) {
     check_matmul("matmul_batch", j.n, j.ldx, j.w.cols, j.ldy, j.w.rows);
   }
   K().matmul_batch(jobs);
+}
+
+bool has_nan_codes(const WeightView& w) {
+  check_weight("has_nan_codes", w);
+  return K().has_nan_codes(w);
 }
 
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {

@@ -45,6 +45,9 @@ struct MatmulJob {
 // any job as they free up: one fork/join per batch instead of one per matrix, and a thread the
 // OS preempted does not hold the others up (MoE decode runs every chosen expert this way).
 void matmul_batch(std::span<const MatmulJob> jobs);
+// FP8 E4M3: whether any element of the view is a NaN code (all threads; reads the whole view).
+// Other dtypes: false. Owners use it once per weight to set WeightView::nan_state.
+bool has_nan_codes(const WeightView& w);
 // y[n, w.cols] = x[n, w.rows] . W   (the transposed use: MLA weight absorption, q_nope . W_uk).
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
 // y[n, d] = x / sqrt(mean(x^2) + eps) * w, fp32 math; `w` holds d values (any 2-D shape with
@@ -63,6 +66,7 @@ namespace ref {
 void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
             bool accumulate = false);
 void matmul_batch(std::span<const MatmulJob> jobs);
+bool has_nan_codes(const WeightView& w);
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy);
 void rmsnorm(const float* x, int64_t n, int64_t d, const WeightView& w, float eps, float* y);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);

@@ -39,6 +39,14 @@ void matmul_batch(std::span<const MatmulJob> jobs) {
   for (const MatmulJob& j : jobs) matmul(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
 }
 
+bool has_nan_codes(const WeightView& w) {
+  if (w.dtype != DType::F8_E4M3) return false;
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(w.row0 * w.cols);
+  for (int64_t i = 0; i < w.rows * w.cols; ++i)
+    if ((p[i] & 0x7f) == 0x7f) return true;
+  return false;
+}
+
 void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < w.cols; ++c) {

@@ -84,6 +84,7 @@ class Model {
   };
   // Every run, their matmuls batched: two parallel regions in all at decode sizes.
   void ffn(std::span<const FfnRun> runs);
+  void check_nan_once(const WeightView& v);
   void head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
             ForwardOutput& out, bool want_hidden);
   void dump(const char* name, int layer, const float* p, int64_t rows, int64_t cols) const {
