@@ -465,6 +465,35 @@ TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
   EXPECT_EQ(after["usage"]["completion_tokens"], 3);
 }
 
+// A non-streaming client that gives up (here: a read timeout) frees its slots at once: the
+// server notices the closed connection and cancels, instead of generating 32,000 tokens (about
+// ten seconds here) for nobody.
+TEST(ServerLimits, NonStreamingClientThatHangsUpIsCancelled) {
+  server::ServerOptions o;
+  Running r(fixture("v3-fp8"), 1, o);
+  const json body = {{"prompt", {{0, 5, 9}, {0, 6}, {0, 7}, {0, 8}}}, {"n", 16}, {"max_tokens", 500}, {"ignore_eos", true}};
+  {
+    auto c = r.client("");
+    c.set_read_timeout(0, 300000);
+    const auto res = c.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_FALSE(res) << "the request should still have been running after 0.3 s";
+  }  // the client is gone
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 300 && inflight(r) != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(inflight(r), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  auto c = r.client();
+  const auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  const std::string key = "\ndsv3_generations_cancelled_total ";
+  const size_t p = m->body.find(key);
+  ASSERT_NE(p, std::string::npos);
+  EXPECT_GE(std::stod(m->body.substr(p + key.size())), 1.0);
+  // The server still answers.
+  const json after = post(r, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 3}, {"ignore_eos", true}});
+  EXPECT_EQ(after["usage"]["completion_tokens"], 3);
+}
+
 TEST(ServerChat, RealTokenizerMatchesTransformers) {
   const fs::path dir = fs::temp_directory_path() / ("dsv3_server_chat_" + std::to_string(getpid()));
   fs::create_directories(dir);

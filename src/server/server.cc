@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "runtime/engine.h"
 #include "server/api_error.h"
+#include "server/client_watch.h"
 #include "server/engine_loop.h"
 #include "server/job.h"
 #include "server/metrics.h"
@@ -151,8 +152,16 @@ struct Server::Impl {
           [sse, guard](bool) { sse->close(); });
       return;
     }
+    // While it generates, a client that hung up (a timeout, a closed tab) gives its slot back at
+    // once instead of after max_tokens, as a streaming one does.
+    const ClientWatch watch(req);
     std::unique_lock<std::mutex> lk(st->mu);
-    st->cv.wait(lk, [&] { return st->all_finished(); });
+    while (!st->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return st->all_finished(); }))
+      if (watch.gone()) {
+        lk.unlock();
+        cancel_generation(*loop, metrics, *st);
+        return;  // nobody is left to answer
+      }
     for (const auto& choice : st->choices)
       if (choice->info.reason == "error")
         throw ApiError(500, "generation failed: " + choice->info.error, "server_error");
