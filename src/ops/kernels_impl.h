@@ -3,11 +3,11 @@
 // per instruction set. Everything here sits in an unnamed namespace: each SIMD translation unit
 // gets its own private copy, so no ISA-specific code can leak into another unit via the linker.
 //
-// I provides: V (float vector), W (lanes), kGemvTokens, kTileRows, kTileVecs, zero, set1, loadu,
-// storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16, load_f16,
-// load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both leave NaN
-// codes finite), and the NaN-code scan: B,
-// kScanBytes, scan_zero, scan(m, bytes), scan_found(m).
+// I provides: V (float vector), W (lanes), kGemvTokens, kTTokens, kTileRows, kTileVecs, zero,
+// set1, loadu, storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16,
+// load_f16, load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both
+// leave NaN codes finite), and the NaN-code scan: B, kScanBytes, scan_zero, scan(m, bytes),
+// scan_found(m).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -457,15 +457,61 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// y[n, C] = x[n, R] . W: threads own 128-column chunks; within one, rows are added in order.
+// y[n, C] = x[n, R] . W: threads own column chunks of kTVecs vectors (128 columns with
+// AVX-512, 64 with AVX2, so never across an FP8 scale block); within one, rows are added in
+// order.
+constexpr int kTVecs = 8;
+
+// Chunk [c0, c0 + kTVecs * W) for NT tokens with the accumulators in registers: each weight
+// row is converted once and multiplied into every token. FP8 weights come as e4m3 * 2^-8 and
+// the per-row multiplier x[t, r] * s * 2^8 carries the block scale; no NaN codes allowed (the
+// conversion maps them to numbers), so FP8 weights take this path only when checked.
+template <class I, DType DT, int NT>
+void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0, float* y, int64_t ldy) {
+  using V = typename I::V;
+  V acc[NT][kTVecs];
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < kTVecs; ++v) acc[t][v] = I::zero();
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const void* row = row_ptr<DT>(w, r);
+    const float m = DT == DType::F8_E4M3 ? scale_at(w, r, c0) * kFp8VecUnit : 1.0f;
+    V b[NT];
+    for (int t = 0; t < NT; ++t) b[t] = I::set1(x[t * ldx + r] * m);
+    for (int v = 0; v < kTVecs; ++v) {
+      const V wv = load_w<I, DT>(row, c0 + v * I::W);
+      for (int t = 0; t < NT; ++t) acc[t][v] = I::fma(wv, b[t], acc[t][v]);
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < kTVecs; ++v) I::storeu(y + t * ldy + c0 + v * I::W, acc[t][v]);
+}
+
 template <class I, DType DT>
 void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
-  const int64_t chunks = (w.cols + kFp8Block - 1) / kFp8Block;
+  constexpr int64_t CW = kTVecs * I::W;
+  constexpr int G = I::kTTokens;  // tokens per register pass
+  static_assert(G >= 1 && G <= 3);
+  const bool regs_ok = DT != DType::F8_E4M3 || w.nan_state == 1;
+  const int64_t chunks = (w.cols + CW - 1) / CW;
   const int nt = threads_for(w.rows * w.cols * n);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t c0 = ch * kFp8Block, L = min64(kFp8Block, w.cols - c0);
-    float* buf = scratch(1, kFp8Block);
+    const int64_t c0 = ch * CW, L = min64(CW, w.cols - c0);
+    if (regs_ok && L == CW) {
+      for (int64_t t = 0; t < n; t += G) {
+        const float* xt = x + t * ldx;
+        float* yt = y + t * ldy;
+        switch (min64(G, n - t)) {
+          case 1: matmul_t_regs<I, DT, 1>(xt, ldx, w, c0, yt, ldy); break;
+          case 2: if constexpr (G >= 2) matmul_t_regs<I, DT, 2>(xt, ldx, w, c0, yt, ldy); break;
+          case 3: if constexpr (G >= 3) matmul_t_regs<I, DT, 3>(xt, ldx, w, c0, yt, ldy); break;
+          default: break;
+        }
+      }
+      continue;
+    }
+    // Partial chunk, or FP8 not known to be NaN-free: dequantise each row (checked), then add.
+    float* buf = scratch(1, static_cast<size_t>(CW));
     for (int64_t t = 0; t < n; ++t)
       for (int64_t j = 0; j < L; ++j) y[t * ldy + c0 + j] = 0.0f;
     for (int64_t r = 0; r < w.rows; ++r) {
