@@ -196,8 +196,9 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
         matmul(xs[i].data(), sp.n, sp.cols, ws[i].view, single[i].data(), sp.rows, sp.acc);
       }
       matmul_batch(jobs);
-      for (size_t i = 0; i < std::size(specs); ++i)
-        EXPECT_EQ(0, std::memcmp(batched[i].data(), single[i].data(), batched[i].size() * 4))
+      for (size_t i = 0; i < std::size(specs); ++i)  // memcmp of an empty job's null data is UB
+        EXPECT_TRUE(batched[i].empty() ||
+                    std::memcmp(batched[i].data(), single[i].data(), batched[i].size() * 4) == 0)
             << simd_name(s) << " threads " << threads << " job " << i;
     }
 }
