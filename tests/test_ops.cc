@@ -165,7 +165,8 @@ TEST(Ops, Fp8GemvKeepsPrecisionAtExtremeActivations) {
 }
 
 // A batch gives bit for bit what the same matmuls give one by one, GEMV- and GEMM-sized jobs
-// mixed, one job accumulating into its output.
+// mixed (several GEMM-sized ones), some accumulating into
+// their output.
 TEST(Ops, MatmulBatchEqualsSeparateCalls) {
   OpsState keep;
   std::mt19937 rng(6);
@@ -176,7 +177,9 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
   };
   const Spec specs[] = {{DType::F8_E4M3, 300, 256, 1, false}, {DType::BF16, 70, 256, 1, true},
                         {DType::F8_E4M3, 129, 200, 5, false}, {DType::F32, 33, 64, 40, false},
-                        {DType::F8_E4M3, 64, 130, 8, true},   {DType::F16, 10, 48, 0, false}};
+                        {DType::F8_E4M3, 64, 130, 8, true},   {DType::F16, 10, 48, 0, false},
+                        {DType::F8_E4M3, 129, 200, 12, true}, {DType::BF16, 64, 256, 24, false},
+                        {DType::F8_E4M3, 300, 384, 40, false}};
   for (Simd s : fast_levels())
     for (int threads : {1, 2, 3}) {
       set_simd_level(s);
