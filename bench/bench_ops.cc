@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "ops/ops.h"
@@ -156,15 +157,13 @@ int main(int argc, char** argv) {
     std::vector<Weight> ws;
     for (int i = 0; i < count; ++i) ws.push_back(make_weight(DType::F8_E4M3, 2048, 2048));
     std::vector<float> x(2048, 0.5f), y(static_cast<size_t>(count) * 2048);
+    std::vector<ops::MatmulJob> jobs;  // batches of 12: jobs [b, b + 12)
+    for (int m = 0; m < count; ++m) jobs.push_back({x.data(), 1, 2048, ws[m].view, y.data() + m * 2048, 2048});
     for (int t = 1; t <= std::min(cores, 2); ++t) {
       ops::set_num_threads(t);
       const Timing s = time_best([&] {
-        for (int m0 = 0; m0 < count; m0 += 12) {
-          std::vector<ops::MatmulJob> jobs;
-          for (int m = m0; m < std::min(count, m0 + 12); ++m)
-            jobs.push_back({x.data(), 1, 2048, ws[m].view, y.data() + m * 2048, 2048});
-          ops::matmul_batch(jobs);
-        }
+        for (size_t b = 0; b < jobs.size(); b += 12)
+          ops::matmul_batch(std::span(jobs).subspan(b, std::min<size_t>(12, jobs.size() - b)));
       });
       const double gbs = count * 2048.0 * 2048.0 / s.wall / 1e9;
       std::printf("  %2d matrices (%3d MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth)\n", count,

@@ -165,8 +165,7 @@ TEST(Ops, Fp8GemvKeepsPrecisionAtExtremeActivations) {
 }
 
 // A batch gives bit for bit what the same matmuls give one by one, GEMV- and GEMM-sized jobs
-// mixed (several GEMM-sized ones), some accumulating into
-// their output.
+// mixed (several GEMM-sized ones), some accumulating into their output.
 TEST(Ops, MatmulBatchEqualsSeparateCalls) {
   OpsState keep;
   std::mt19937 rng(6);
