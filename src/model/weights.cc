@@ -34,6 +34,11 @@ std::string local_name(const std::string& name, int layer) {
 }  // namespace
 
 ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ck) {
+  return bind_weights(cfg, [&](const WeightSpec& w) { return view_of(ck, w); }, ck.dir());
+}
+
+ModelWeights bind_weights(const ModelConfig& cfg, const std::function<WeightView(const WeightSpec&)>& view,
+                          const std::string& what) {
   ModelWeights m;
   m.layers.resize(static_cast<size_t>(cfg.total_layers()));
   for (int64_t i = 0; i < cfg.total_layers(); ++i) {
@@ -42,7 +47,7 @@ ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ck) {
     if (L.moe) L.moe_w.experts.resize(static_cast<size_t>(cfg.n_routed_experts));
   }
   for_each_weight(cfg, [&](const WeightSpec& w) {
-    const WeightView v = view_of(ck, w);
+    const WeightView v = view(w);
     if (w.layer < 0) {
       if (w.name == "model.embed_tokens.weight") m.embed = v;
       else if (w.name == "model.norm.weight") m.norm = v;
@@ -84,7 +89,7 @@ ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ck) {
     if (n == "mlp.gate.weight") { L.moe_w.router = v; return; }
     if (n == "mlp.gate.e_score_correction_bias") {
       // The bias is used as float32; BF16/F16 files are rare and are rejected here.
-      if (v.dtype != DType::F32) fail("{}: '{}' must be F32 (got {})", ck.dir(), w.name, dtype_name(v.dtype));
+      if (v.dtype != DType::F32) fail("{}: '{}' must be F32 (got {})", what, w.name, dtype_name(v.dtype));
       L.moe_w.bias = static_cast<const float*>(v.data);
       return;
     }

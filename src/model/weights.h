@@ -1,6 +1,8 @@
 // The model's tensors bound to typed views over the mmap'd checkpoint (no copies). Built from
 // the weight table, so its names are never repeated here.
 #pragma once
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -51,5 +53,9 @@ struct ModelWeights {
 
 // Binds every tensor of the (validated) checkpoint.
 ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ck);
+// Binds every tensor of the table to the view `view` gives for it (the trainer's float32
+// master weights and gradients); `what` names the source in errors.
+ModelWeights bind_weights(const ModelConfig& cfg, const std::function<WeightView(const WeightSpec&)>& view,
+                          const std::string& what);
 
 }  // namespace dsv3

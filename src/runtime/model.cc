@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "ops/ops.h"
+#include "runtime/routing.h"
 
 namespace dsv3 {
 
@@ -147,58 +147,14 @@ void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, in
   ops::matmul(h, n, H, m.router, logits, E);
   dump("router_logits", layer, logits, n, E);
 
-  // Routing (transformers' DeepseekV3TopkRouter / DeepseekV2Moe): choose with biased scores,
-  // weigh with unbiased ones. Masked groups are set to 0, as transformers does.
+  // Routing (spec 5, shared with the trainer): choose with biased scores, weigh with unbiased ones.
   std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(E));  // (token, weight)
-  std::vector<float> score(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
-  std::vector<int64_t> idx(static_cast<size_t>(E));
-  const int64_t G = c.n_group, per = E / G;
+  Router router(c);
+  std::vector<float> score(static_cast<size_t>(E)), wk(static_cast<size_t>(K));
+  std::vector<int64_t> chosen(static_cast<size_t>(K));
   for (int64_t t = 0; t < n; ++t) {
-    const float* lg = logits + t * E;
-    if (c.scoring_func == Scoring::kSigmoid) {
-      for (int64_t e = 0; e < E; ++e) score[e] = 1.0f / (1.0f + std::exp(-lg[e]));
-    } else {
-      std::copy(lg, lg + E, score.begin());
-      ops::ref::softmax(score.data(), E);
-    }
-    for (int64_t e = 0; e < E; ++e) choice[e] = score[e] + (m.bias ? m.bias[e] : 0.0f);
-    if (c.topk_method != TopkMethod::kGreedy && G > 1) {
-      std::vector<std::pair<float, int64_t>> gs(static_cast<size_t>(G));
-      for (int64_t g = 0; g < G; ++g) {
-        const float* p = choice.data() + g * per;
-        float v;
-        if (c.topk_method == TopkMethod::kNoauxTc) {  // sum of the top two
-          float a = -std::numeric_limits<float>::infinity(), b = a;
-          for (int64_t j = 0; j < per; ++j) {
-            if (p[j] > a) { b = a; a = p[j]; } else if (p[j] > b) b = p[j];
-          }
-          v = a + b;
-        } else {
-          v = *std::max_element(p, p + per);
-        }
-        gs[g] = {v, g};
-      }
-      std::partial_sort(gs.begin(), gs.begin() + c.topk_group, gs.end(),
-                        [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
-      std::vector<char> keep(static_cast<size_t>(G), 0);
-      for (int64_t k = 0; k < c.topk_group; ++k) keep[gs[k].second] = 1;
-      for (int64_t e = 0; e < E; ++e)
-        if (!keep[e / per]) choice[e] = 0.0f;
-    }
-    for (int64_t e = 0; e < E; ++e) idx[e] = e;
-    std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [&](int64_t a, int64_t b) {
-      return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
-    });
-    float sum = 0.0f;
-    for (int64_t k = 0; k < K; ++k) sum += score[idx[k]];
-    // transformers' DeepseekV2 gate never renormalises (it only scales); V3 does when asked.
-    const bool norm = c.norm_topk_prob && K > 1 && c.model_type != "deepseek_v2";
-    for (int64_t k = 0; k < K; ++k) {
-      float wk = score[idx[k]];
-      if (norm) wk /= (sum + 1e-20f);
-      wk *= static_cast<float>(c.routed_scaling_factor);
-      by_expert[idx[k]].push_back({t, wk});
-    }
+    router.route(logits + t * E, m.bias, score.data(), chosen.data(), wk.data());
+    for (int64_t k = 0; k < K; ++k) by_expert[chosen[k]].push_back({t, wk[k]});
   }
 
   // The shared expert over all tokens, then each routed expert once over the tokens that chose

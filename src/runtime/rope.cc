@@ -54,3 +54,17 @@ void Rope::rotate(float* x, const float* cs, int64_t dim) {
 }
 
 }  // namespace dsv3
+
+namespace dsv3 {
+
+// The transpose of rotate (a rotation by -angle; cos/sin carry the same attention factor,
+// so this is exactly the backward of rotate, not its inverse).
+void Rope::rotate_backward(float* dx, const float* cs, int64_t dim) {
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const float a = dx[2 * i], b = dx[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+    dx[2 * i] = a * c + b * s;
+    dx[2 * i + 1] = b * c - a * s;
+  }
+}
+
+}  // namespace dsv3

@@ -16,6 +16,8 @@ class Rope {
   // Fills cs [dim] with (cos_i, sin_i) pairs for `pos`, to rotate many heads at one position.
   void table(int64_t pos, float* cs) const;
   static void rotate(float* x, const float* cs, int64_t dim);
+  // dx [dim] <- the gradient before rotate, given the gradient after it (rotate^T . dx).
+  static void rotate_backward(float* dx, const float* cs, int64_t dim);
   const std::vector<float>& inv_freq() const { return inv_freq_; }
   float attention_factor() const { return attention_factor_; }
 

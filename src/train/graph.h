@@ -1,0 +1,51 @@
+// The training graph: forward with saved activations and the exact backward of every part of
+// the model (spec 2-6), over the ops layer. MLA runs in the naive (non-absorbed) form, which is
+// mathematically the absorbed form inference runs; routing is the same Router.
+//
+// A batch is B sequences of T tokens [B, T], each starting at position 0 with causal attention
+// inside it (V3 packs documents with no mask between them). Loss (spec 9):
+//   L = mean CE of the main head over the B*(T-1) predicted tokens
+//     + mtp_weight / D * sum_k mean CE of MTP module k over its B*(T-2-k) predictions
+//     + balance_alpha * mean over sequences of sum over MoE layers of sum_i f_i * P_i.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "train/params.h"
+
+namespace dsv3 {
+
+struct LossWeights {
+  double mtp = 0.3;        // lambda
+  double balance = 1e-4;   // alpha (sequence-wise balance loss)
+};
+
+struct StepStats {
+  double main_sum = 0;           // sum of -log p over main predictions
+  int64_t main_count = 0;
+  std::vector<double> mtp_sum;   // [D] per MTP module
+  std::vector<int64_t> mtp_count;
+  double balance = 0;            // alpha * balance loss (already weighted)
+  // Tokens routed to each expert in this batch, per MoE layer (main layers first, then MTP):
+  // [moe layers][E]; moe_layer_index[i] is the model layer of row i.
+  std::vector<std::vector<int64_t>> loads;
+  std::vector<int> moe_layer_index;
+  double main_loss() const { return main_count ? main_sum / static_cast<double>(main_count) : 0.0; }
+  double mtp_loss() const;  // mean over modules of each module's mean CE
+  double loss(const LossWeights& lw) const { return main_loss() + lw.mtp * mtp_loss() + balance; }
+};
+
+class TrainGraph {
+ public:
+  explicit TrainGraph(Params& p);
+  ~TrainGraph();
+  // Forward over tokens [B, T]; with `backward`, also accumulates dL/dW into p.grad().
+  StepStats run(const int32_t* tokens, int64_t B, int64_t T, const LossWeights& lw, bool backward);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv3

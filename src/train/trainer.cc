@@ -1,0 +1,346 @@
+#include "train/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "data/token_data.h"
+#include "io/checkpoint.h"
+#include "model/weight_table.h"
+#include "ops/ops.h"
+#include "train/checkpoint_io.h"
+#include "train/graph.h"
+
+namespace dsv3 {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Warmup (linear from lr/warmup), constant, then cosine to min_lr, then min_lr (V3's shape).
+double lr_at(const TrainOptions& o, int64_t step) {
+  const double min_lr = o.min_lr < 0 ? o.lr / 10 : o.min_lr;
+  if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  if (o.decay_start < 0 || step < o.decay_start) return o.lr;
+  const int64_t len = o.decay_steps > 0 ? o.decay_steps : std::max<int64_t>(1, o.steps - o.decay_start);
+  const double t = std::min(1.0, static_cast<double>(step - o.decay_start) / static_cast<double>(len));
+  return min_lr + 0.5 * (o.lr - min_lr) * (1.0 + std::cos(M_PI * t));
+}
+
+// Order of the training sequences: a seeded permutation per epoch, so sample k of the run is a
+// pure function of (seed, k) and a resumed run reads exactly what the straight run would.
+class Sampler {
+ public:
+  Sampler(int64_t n, uint64_t seed, bool shuffle) : n_(n), seed_(seed), shuffle_(shuffle) {}
+  int64_t at(int64_t k) {
+    const int64_t epoch = k / n_;
+    if (!shuffle_) return k % n_;
+    if (epoch != epoch_) {
+      perm_.resize(static_cast<size_t>(n_));
+      std::iota(perm_.begin(), perm_.end(), 0);
+      uint64_t s = splitmix64(seed_ ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(epoch + 1)));
+      for (int64_t i = n_ - 1; i > 0; --i) {
+        s = splitmix64(s);
+        std::swap(perm_[i], perm_[s % static_cast<uint64_t>(i + 1)]);
+      }
+      epoch_ = epoch;
+    }
+    return perm_[k % n_];
+  }
+
+ private:
+  int64_t n_;
+  uint64_t seed_;
+  bool shuffle_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+double grad_norm(const Params& p) {
+  double s = 0;
+  for (const ParamTensor& t : p.tensors()) {
+    if (!t.trainable) continue;
+    const float* g = p.grad() + t.offset;
+    double ts = 0;
+    for (int64_t i = 0; i < t.numel; ++i) ts += static_cast<double>(g[i]) * g[i];
+    s += ts;
+  }
+  return std::sqrt(s);
+}
+
+void optimizer_step(const TrainOptions& o, Params& p, MomentState& mom, int64_t t, double lr, float gscale) {
+  const bool adam = o.optimizer == "adamw", bf = mom.dtype == "bf16";
+  const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(t)), bc2 = 1 - std::pow(o.beta2, static_cast<double>(t));
+  const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
+  for (const ParamTensor& pt : p.tensors()) {
+    if (!pt.trainable) continue;
+    float* w = p.data() + pt.offset;
+    const float* g = p.grad() + pt.offset;
+    const float decay = pt.decay ? static_cast<float>(1.0 - lr * o.weight_decay) : 1.0f;
+    const float flr = static_cast<float>(lr);
+    if (!adam) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < pt.numel; ++i) w[i] = w[i] * decay - flr * (g[i] * gscale);
+      continue;
+    }
+    const float step = static_cast<float>(lr / bc1), sq = static_cast<float>(1.0 / std::sqrt(bc2));
+    const float eps = static_cast<float>(o.adam_eps);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < pt.numel; ++i) {
+      const int64_t j = pt.offset + i;
+      const float gi = g[i] * gscale;
+      float m = bf ? bf16_to_f32(mom.mb[j]) : mom.m[j];
+      float v = bf ? bf16_to_f32(mom.vb[j]) : mom.v[j];
+      m = b1 * m + (1 - b1) * gi;
+      v = b2 * v + (1 - b2) * gi * gi;
+      if (bf) {
+        mom.mb[j] = f32_to_bf16(m);
+        mom.vb[j] = f32_to_bf16(v);
+      } else {
+        mom.m[j] = m;
+        mom.v[j] = v;
+      }
+      // PyTorch AdamW: decoupled decay first, then the bias-corrected Adam step.
+      w[i] = w[i] * decay - step * m / (std::sqrt(v) * sq + eps);
+    }
+  }
+}
+
+// Auxiliary-loss-free balancing (spec 9): b_i += gamma * sign(mean load - load_i) per MoE layer.
+void update_bias(Params& p, const StepStats& st, double gamma) {
+  if (gamma == 0) return;
+  for (size_t l = 0; l < st.loads.size(); ++l) {
+    const MoeWeights& m = p.weights().layers[static_cast<size_t>(st.moe_layer_index[l])].moe_w;
+    if (!m.bias) continue;
+    const auto& load = st.loads[l];
+    const double mean = std::accumulate(load.begin(), load.end(), 0.0) / static_cast<double>(load.size());
+    float* b = const_cast<float*>(m.bias);
+    for (size_t e = 0; e < load.size(); ++e) {
+      const double d = mean - static_cast<double>(load[e]);
+      b[e] += static_cast<float>(gamma * static_cast<double>((d > 0) - (d < 0)));
+    }
+  }
+}
+
+std::vector<double> max_vio(const StepStats& st) {
+  std::vector<double> v;
+  for (const auto& load : st.loads) {
+    const double mean = std::accumulate(load.begin(), load.end(), 0.0) / static_cast<double>(load.size());
+    const double mx = static_cast<double>(*std::max_element(load.begin(), load.end()));
+    v.push_back(mean > 0 ? mx / mean - 1 : 0);
+  }
+  return v;
+}
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, t / 60 % 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.config_path.empty() == o.init_dir.empty() && !o.resume)
+    fail("give exactly one of --config (train from scratch) or --init (start from a checkpoint)");
+  if (o.data_dir.empty()) fail("--data is required (a directory made by `dsv3 data`)");
+  if (o.out_dir.empty()) fail("--out is required");
+  if (o.steps < 1) fail("--steps must be at least 1");
+  if (o.batch < 1) fail("--batch must be at least 1");
+  if (o.seq_len < 2) fail("--seq-len must be at least 2");
+  if (!(o.lr >= 0)) fail("--lr must be >= 0");
+  if (o.optimizer != "adamw" && o.optimizer != "sgd") fail("--optimizer must be adamw or sgd (got '{}')", o.optimizer);
+  if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "fp8")
+    fail("--save-dtype must be f32, bf16 or fp8 (got '{}')", o.save_dtype);
+  if (o.moments != "f32" && o.moments != "bf16") fail("--moments must be f32 or bf16 (got '{}')", o.moments);
+  if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1) fail("--beta1/--beta2 must be in [0, 1)");
+  if (o.clip < 0 || o.weight_decay < 0 || o.warmup < 0 || o.save_every < 0 || o.val_every < 0 || o.val_seqs < 0)
+    fail("--clip, --weight-decay, --warmup, --save-every, --val-every and --val-seqs must not be negative");
+  if (o.mtp_weight < 0 || o.balance_alpha < 0 || o.bias_update < 0)
+    fail("--mtp-weight, --balance-alpha and --bias-update must not be negative");
+}
+
+int64_t peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024;
+}
+
+}  // namespace
+
+int run_training(const TrainOptions& o_in) {
+  TrainOptions o = o_in;
+  check_options(o);
+  if (o.threads > 0) ops::set_num_threads(o.threads);
+
+  // Where the run starts: a resumed checkpoint, a checkpoint to fine-tune, or a fresh init.
+  nlohmann::json prev = fs::exists(o.out_dir) ? read_trainer_state(o.out_dir) : nlohmann::json(nullptr);
+  fs::remove_all(o.out_dir + ".partial");  // an interrupted save; OUT itself is whole
+  if (!o.resume && fs::exists(o.out_dir) && !fs::is_empty(o.out_dir) && !o.force) {
+    if (!prev.is_null())
+      fail("{}: holds a checkpoint at step {}; pass --resume to continue it or --force to start over", o.out_dir,
+           prev.value("step", 0));
+    fail("{}: exists and is not empty; choose a new directory or pass --force", o.out_dir);
+  }
+  if (o.resume && prev.is_null()) {
+    if (o.config_path.empty() && o.init_dir.empty())
+      fail("{}: no complete checkpoint to resume (and no --config/--init to start from)", o.out_dir);
+    log_info("train: {} has no complete checkpoint yet; starting from the beginning", o.out_dir);
+  }
+  const bool resuming = o.resume && !prev.is_null();
+
+  ModelConfig cfg;
+  if (resuming) cfg = ModelConfig::load(o.out_dir);
+  else if (!o.init_dir.empty()) cfg = ModelConfig::load(o.init_dir);
+  else cfg = ModelConfig::load(o.config_path);
+  cfg.quantization = {};
+  if (o.tokenizer_dir.empty()) {
+    const std::string src = resuming ? o.out_dir : o.init_dir;
+    if (!src.empty() && fs::exists(fs::path(src) / "tokenizer.json")) o.tokenizer_dir = src;
+    else if (!o.config_path.empty() && fs::exists(fs::path(o.config_path).parent_path() / "tokenizer.json"))
+      o.tokenizer_dir = fs::path(o.config_path).parent_path().string();
+  }
+  if (resuming) {
+    // The resumed run must read the same data in the same order as the straight run.
+    for (const char* k : {"batch", "seq_len", "seed"}) {
+      const int64_t want = k == std::string("batch") ? o.batch : k == std::string("seq_len") ? o.seq_len : static_cast<int64_t>(o.seed);
+      if (prev["options"].value(k, want) != want)
+        fail("--resume: {} is {} in the checkpoint in {}, {} now; resume with the same value", k,
+             prev["options"].value(k, want), o.out_dir, want);
+    }
+    if (prev["options"].value("moments", o.moments) != o.moments)
+      fail("--resume: --moments was {} in {}", prev["options"].value("moments", o.moments), o.out_dir);
+  }
+
+  TokenData data = TokenData::open(o.data_dir, cfg.vocab_size);
+  const int64_t nseq = data.train->sequences(o.seq_len);
+  if (nseq < 1)
+    fail("{}: the training split has {} tokens, fewer than one sequence of --seq-len {}", o.data_dir,
+         data.train->size(), o.seq_len);
+  const int64_t nval = std::min(data.val->sequences(o.seq_len), o.val_seqs > 0 ? o.val_seqs : INT64_MAX);
+
+  Params params(cfg);
+  MomentState mom;
+  mom.dtype = o.moments;
+  if (o.optimizer == "adamw") {
+    if (mom.dtype == "bf16") mom.mb.assign(static_cast<size_t>(params.size()), 0), mom.vb.assign(static_cast<size_t>(params.size()), 0);
+    else mom.m.assign(static_cast<size_t>(params.size()), 0.0f), mom.v.assign(static_cast<size_t>(params.size()), 0.0f);
+  }
+  int64_t step0 = 0;
+  if (resuming) {
+    load_trainer_checkpoint(o.out_dir, params, mom);
+    step0 = prev.value("step", int64_t{0});
+    log_info("train: resuming {} at step {}", o.out_dir, step0);
+  } else if (!o.init_dir.empty()) {
+    ModelFiles mf = open_model_files(o.init_dir);
+    params.load(*mf.checkpoint);
+  } else {
+    params.init_random(o.seed, o.init_std);
+  }
+  log_info("train: {} parameters ({} trainable), {} train sequences of {} tokens, {} validation sequences, batch {}",
+           params.size(), params.trainable_count(), nseq, o.seq_len, nval, o.batch);
+  if (step0 >= o.steps) {
+    log_info("train: {} is already at step {} (--steps {}); nothing to do", o.out_dir, step0, o.steps);
+    return 0;
+  }
+
+  TrainGraph graph(params);
+  LossWeights lw{o.mtp_weight, o.balance_alpha};
+  Sampler sampler(nseq, o.seed, o.shuffle);
+  std::vector<int32_t> batch(static_cast<size_t>(o.batch * o.seq_len));
+  std::ofstream logf;
+  if (!o.log_path.empty()) {
+    logf.open(o.log_path, std::ios::app);
+    if (!logf) fail("{}: cannot open the log file", o.log_path);
+  }
+  const bool tty = ::isatty(STDERR_FILENO) && log_level() >= LogLevel::kInfo;
+  const auto t_start = std::chrono::steady_clock::now();
+  double tokens_done = 0;
+
+  auto validate = [&](nlohmann::ordered_json& j) {
+    double ms = 0, mt = 0;
+    int64_t mc = 0, tc = 0;
+    for (int64_t s = 0; s < nval; s += o.batch) {
+      const int64_t b = std::min(o.batch, nval - s);
+      for (int64_t i = 0; i < b; ++i) data.val->sequence(s + i, o.seq_len, batch.data() + i * o.seq_len);
+      const StepStats vs = graph.run(batch.data(), b, o.seq_len, lw, false);
+      ms += vs.main_sum;
+      mc += vs.main_count;
+      if (!vs.mtp_sum.empty()) mt += vs.mtp_sum[0], tc += vs.mtp_count[0];
+    }
+    if (mc > 0) j["val_loss"] = ms / static_cast<double>(mc);
+    if (tc > 0) j["val_mtp_loss"] = mt / static_cast<double>(tc);
+  };
+  auto save = [&](int64_t step) {
+    nlohmann::json st;
+    st["step"] = step;
+    st["format"] = "dsv3-trainer-v1";
+    st["data_position"] = step * o.batch;
+    st["options"] = {{"batch", o.batch}, {"seq_len", o.seq_len}, {"seed", static_cast<int64_t>(o.seed)},
+                     {"optimizer", o.optimizer}, {"moments", o.moments}, {"lr", o.lr}, {"steps", o.steps},
+                     {"save_dtype", o.save_dtype}, {"data", fs::absolute(o.data_dir).string()}};
+    save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
+  };
+
+  for (int64_t step = step0; step < o.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.batch; ++i)
+      data.train->sequence(sampler.at(step * o.batch + i), o.seq_len, batch.data() + i * o.seq_len);
+    params.zero_grad();
+    const StepStats st = graph.run(batch.data(), o.batch, o.seq_len, lw, true);
+    if (!o.dump_grads.empty() && step == step0) write_f32_tensors(o.dump_grads, params, params.grad());
+    const double gn = grad_norm(params);
+    if (!std::isfinite(st.loss(lw)) || !std::isfinite(gn))
+      fail("step {}: the loss or the gradient is not finite (loss {}, grad norm {}); lower --lr or check the data",
+           step + 1, st.loss(lw), gn);
+    const float gscale = o.clip > 0 && gn > o.clip ? static_cast<float>(o.clip / (gn + 1e-6)) : 1.0f;
+    const double lr = lr_at(o, step);
+    optimizer_step(o, params, mom, step + 1, lr, gscale);
+    update_bias(params, st, o.bias_update);
+
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double ntok = static_cast<double>(o.batch * o.seq_len);
+    tokens_done += ntok;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const std::vector<double> vio = max_vio(st);
+    nlohmann::ordered_json j;
+    j["step"] = step + 1;
+    j["loss"] = st.loss(lw);
+    j["main_loss"] = st.main_loss();
+    j["mtp_loss"] = st.mtp_loss();
+    j["balance_loss"] = st.balance;
+    j["grad_norm"] = gn;
+    j["lr"] = lr;
+    j["tokens"] = static_cast<int64_t>((step + 1) * o.batch * o.seq_len);
+    j["tok_s"] = ntok / dt;
+    j["max_vio"] = vio.empty() ? 0.0 : *std::max_element(vio.begin(), vio.end());
+    j["max_vio_layers"] = vio;
+    const bool last = step + 1 == o.steps;
+    if (nval > 0 && (last || (o.val_every > 0 && (step + 1) % o.val_every == 0))) validate(j);
+    if (last || (o.save_every > 0 && (step + 1) % o.save_every == 0)) save(step + 1);
+    j["elapsed_s"] = elapsed;
+    if (o.json) fmt::print("{}\n", j.dump()), std::fflush(stdout);
+    if (logf) logf << j.dump() << "\n" << std::flush;
+    const double eta = elapsed / static_cast<double>(step + 1 - step0) * static_cast<double>(o.steps - step - 1);
+    const std::string line = fmt::format("step {}/{}  loss {:.4f}  main {:.4f}  mtp {:.4f}  lr {:.3g}  {:.0f} tok/s  ETA {}{}",
+                                         step + 1, o.steps, st.loss(lw), st.main_loss(), st.mtp_loss(), lr, ntok / dt,
+                                         fmt_duration(eta), j.contains("val_loss") ? fmt::format("  val {:.4f}", j["val_loss"].get<double>()) : "");
+    if (tty) fmt::print(stderr, "\r{:<110}", line), std::fflush(stderr);
+    else if (!o.json && log_level() >= LogLevel::kInfo) fmt::print(stderr, "{}\n", line);
+  }
+  if (tty) fmt::print(stderr, "\n");
+  log_info("train: done, {} steps, {:.0f} tokens in {}, checkpoint in {}, peak RSS {} MB", o.steps - step0, tokens_done,
+           fmt_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()), o.out_dir,
+           peak_rss_mb());
+  return 0;
+}
+
+}  // namespace dsv3
