@@ -1,4 +1,5 @@
-// dsv3 score -m DIR --prompt-ids ... [--top K] [--mtp] --json: per-token logprobs of a prompt.
+// dsv3 score -m DIR --prompt-ids ... [--top K] [--mtp] --json: per-token logprobs of a prompt, and
+// with --mtp the MTP head's argmax and log-probability of token i+2 at each position i.
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -53,17 +54,27 @@ int run_score(const ScoreOpts& o) {
   j["token_logprobs"] = lps;
   j["top_logprobs"] = tops;
   if (o.mtp) {
-    nlohmann::json am = nlohmann::json::array();
+    // MTP row i (0 <= i < n-1) sees h_i and token i+1 and predicts token i+2: its argmax for
+    // every row, its log-probability of the actual token where there is one (i < n-2).
+    nlohmann::json am = nlohmann::json::array(), mlp = nlohmann::json::array();
     if (n > 1) {
       SeqInput in{&seq, std::span<const int32_t>(ids.data() + 1, static_cast<size_t>(n - 1)), 0, true, hidden.data()};
       model->forward_mtp(std::span<SeqInput>(&in, 1), out);
       for (int64_t i = 0; i < n - 1; ++i) {
         const float* row = out.logits.data() + i * V;
         am.push_back(std::max_element(row, row + V) - row);
+        if (i + 2 < n) {
+          log_softmax(row, V, lsm);
+          mlp.push_back(lsm[static_cast<size_t>(ids[static_cast<size_t>(i + 2)])]);
+        } else {
+          mlp.push_back(nullptr);
+        }
       }
     }
     am.push_back(nullptr);
+    mlp.push_back(nullptr);
     j["mtp_argmax"] = am;
+    j["mtp_token_logprobs"] = mlp;
   }
   fmt::print("{}\n", j.dump());
   return 0;
@@ -76,7 +87,9 @@ const bool registered = register_command(
        add_model_args(app, o->model);
        app.add_option("--prompt-ids", o->ids, "Comma-separated token ids")->required();
        app.add_option("--top", o->top, "Also report the K most likely tokens at each position");
-       app.add_flag("--mtp", o->mtp, "Also report mtp_argmax[i], the MTP head's prediction of token i+2");
+       app.add_flag("--mtp", o->mtp,
+                    "Also report mtp_argmax[i], the MTP head's prediction of token i+2, and mtp_token_logprobs[i], "
+                    "its log-probability of the actual token i+2 (null for the last two positions)");
        app.add_flag("--json", o->json, "JSON output (the only format)");
        app.add_option("--chunk", o->chunk, "Prefill chunk size")->capture_default_str();
        return [o] { return run_score(*o); };

@@ -14,30 +14,6 @@ namespace dsv3 {
 
 namespace fs = std::filesystem;
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
-    f << text;
-    f.flush();
-    if (!f) {
-      const int e = errno;
-      f.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      fail("{}: write failed: {}", path, e ? std::strerror(e) : "I/O error (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ec2;
-    fs::remove(tmp, ec2);
-    fail("{}: cannot rename from {}: {}", path, tmp, ec.message());
-  }
-}
-
 std::string fp8_quantization_config_json() {
   return R"({"activation_scheme":"dynamic","fmt":"e4m3","quant_method":"fp8","weight_block_size":[128,128]})";
 }

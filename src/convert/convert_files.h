@@ -6,11 +6,9 @@
 #include <string>
 
 #include "convert/convert.h"
+#include "io/mapped_file.h"  // write_file_atomic
 
 namespace dsv3 {
-
-// Writes `text` to path.partial, then renames it over `path`; removes the partial on failure.
-void write_file_atomic(const std::string& path, const std::string& text);
 
 // config.json of the converted checkpoint: the input's JSON object (key order kept) with
 // quantization_config removed (bf16) or set to the FP8 block scheme (fp8); nothing else changes.

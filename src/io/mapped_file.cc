@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -63,6 +64,31 @@ std::string read_text_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) fail("{}: read error", path);
   return ss.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  namespace fs = std::filesystem;
+  const std::string tmp = path + ".partial";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
+    f << text;
+    f.flush();
+    if (!f) {
+      const int e = errno;
+      f.close();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      fail("{}: write failed: {}", path, e ? std::strerror(e) : "I/O error (disk full?)");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ec2;
+    fs::remove(tmp, ec2);
+    fail("{}: cannot rename from {}: {}", path, tmp, ec.message());
+  }
 }
 
 }  // namespace dsv3

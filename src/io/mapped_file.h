@@ -31,4 +31,8 @@ class MappedFile {
 // Reads a whole (small) file into a string; throws naming the file.
 std::string read_text_file(const std::string& path);
 
+// Writes `text` to path.partial, then renames it over `path`; removes the partial on failure, so a
+// killed writer never leaves a complete-looking file.
+void write_file_atomic(const std::string& path, const std::string& text);
+
 }  // namespace dsv3

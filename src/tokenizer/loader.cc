@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/byte_level.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/string_map.h"
 #include "tokenizer/tokenizer.h"
@@ -26,31 +27,6 @@ constexpr int64_t kMaxId = 1 << 24;
 // The GPT-2 split that ByteLevel applies when use_regex is true.
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the other 68 bytes are shifted
-// to U+0100.. so that every byte is one visible character.
-std::array<uint32_t, 256> byte_to_char() {
-  std::array<uint32_t, 256> m{};
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    m[b] = printable ? b : next++;
-  }
-  return m;
-}
-
-void append_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s += char(cp);
-  } else if (cp < 0x800) {
-    s += char(0xC0 | (cp >> 6));
-    s += char(0x80 | (cp & 0x3F));
-  } else {
-    s += char(0xE0 | (cp >> 12));
-    s += char(0x80 | ((cp >> 6) & 0x3F));
-    s += char(0x80 | (cp & 0x3F));
-  }
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

@@ -315,7 +315,8 @@ int run_training(const TrainOptions& o_in) {
     j["step"] = step + 1;
     j["loss"] = st.loss(lw);
     j["main_loss"] = st.main_loss();
-    j["mtp_loss"] = st.mtp_loss();
+    if (cfg.num_nextn_predict_layers > 0) j["mtp_loss"] = st.mtp_loss();
+    else j["mtp_loss"] = nullptr;  // no MTP module: nothing to plot
     j["balance_loss"] = st.balance;
     j["grad_norm"] = gn;
     j["lr"] = lr;

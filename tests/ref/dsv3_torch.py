@@ -563,6 +563,30 @@ def cmd_self_test(a):
     return 1 if bad else 0
 
 
+def cmd_bias_check(a):
+    """One step with lr 0: every routed expert's bias must move by exactly
+    gamma * sign(mean load - load) of that step's routing (all MoE layers, MTP included)."""
+    c, P, raw = load_params(a.init)
+    m = Model(c, P)
+    with torch.no_grad():
+        losses(m, read_seqs(a.seqs), 1.0, 0.0)
+    out = load_dir(a.trained)
+    E, bad, layers = c["n_routed_experts"], 0, 0
+    for layer, s, idx in m.routes:
+        name = f"model.layers.{layer}.mlp.gate.e_score_correction_bias"
+        if name not in raw:
+            continue
+        layers += 1
+        load = np.bincount(idx.reshape(-1).numpy(), minlength=E).astype(np.float64)
+        want = raw[name].astype(np.float32) + np.float32(a.gamma) * np.sign(load.mean() - load).astype(np.float32)
+        got = out[name].astype(np.float32)
+        if not np.array_equal(want, got):
+            bad += 1
+            print(f"{name}: loads {load.astype(int).tolist()}\n  want {want.tolist()}\n  got  {got.tolist()}")
+    print(f"{layers} MoE layers checked; {'OK' if not bad and layers else 'FAIL'}")
+    return 1 if bad or not layers else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -587,10 +611,16 @@ def main():
         if name == "sgd-ref":
             p.add_argument("--out", required=True)
             p.add_argument("--grads-out")
+    p = sub.add_parser("bias-check")
+    p.add_argument("--init", required=True)
+    p.add_argument("--seqs", required=True)
+    p.add_argument("--gamma", type=float, required=True)
+    p.add_argument("--trained", required=True)
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     fn = {"check-forward": cmd_check_forward, "loss": cmd_loss, "sgd-check": cmd_sgd_check,
-          "sgd-ref": cmd_sgd_ref, "self-test": cmd_self_test}[a.cmd]
+          "sgd-ref": cmd_sgd_ref, "self-test": cmd_self_test,
+          "bias-check": cmd_bias_check}[a.cmd]
     sys.exit(fn(a))
 
 
