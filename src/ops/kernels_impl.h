@@ -410,11 +410,15 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
         for (int64_t b = b0; b < b1; ++b)
           micro_kernel<I, RT, TV>(wt, xp + (b * K + c0) * TT, L, yacc + (b - b0) * TT, ldacc, c0 == 0);
       }
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t t = t0; t < t1; ++t) {
-          float& out = y[t * ldy + r0 + r];
-          out = accumulate ? out + yacc[r * ldacc + t - t0] : yacc[r * ldacc + t - t0];
-        }
+      // Token-major write-back: each token's `rows` outputs are contiguous in y.
+      for (int64_t t = t0; t < t1; ++t) {
+        float* out = y + t * ldy + r0;
+        const float* acc = yacc + (t - t0);
+        if (accumulate)
+          for (int64_t r = 0; r < rows; ++r) out[r] += acc[r * ldacc];
+        else
+          for (int64_t r = 0; r < rows; ++r) out[r] = acc[r * ldacc];
+      }
     }
   }
 }

@@ -83,6 +83,8 @@ struct TrainGraph::Impl {
   std::vector<MtpActs> mtp;
   Buf cs;                  // [T, rd] cos/sin pairs per position
   Buf x, xf, dxf, dx, tmp, dh, logits, s1, s2, s3, s4;
+  Buf f_a, f_da, f_dg;     // ffn_bwd: [rows, I] each
+  Buf l_out, l_d, m_dw;    // layer_fwd output, layer_bwd gradient [N, H]; moe_bwd gate-weight grads [N, K]
   int64_t B = 0;           // sequences in the current batch
 
   explicit Impl(Params& params)
@@ -234,12 +236,14 @@ struct TrainGraph::Impl {
   void ffn_bwd(const MlpWeights& m, const MlpWeights& gm, const float* xin, int64_t rows, const float* g,
                const float* u, const float* dy, float* dx, bool acc) {
     const int64_t I = m.gate.rows;
-    Buf a(static_cast<size_t>(rows * I)), da(static_cast<size_t>(rows * I)), dg(static_cast<size_t>(rows * I));
-    ops::silu_mul(g, u, a.data(), rows * I);
-    linear_bwd(a.data(), dy, rows, m.down, gm.down, da.data(), false);
-    ops::silu_mul_backward(g, u, da.data(), dg.data(), da.data(), rows * I);  // da becomes d(up)
-    linear_bwd(xin, dg.data(), rows, m.gate, gm.gate, dx, acc);
-    linear_bwd(xin, da.data(), rows, m.up, gm.up, dx, true);
+    float* a = grow(f_a, rows * I);
+    float* da = grow(f_da, rows * I);
+    float* dg = grow(f_dg, rows * I);
+    ops::silu_mul(g, u, a, rows * I);
+    linear_bwd(a, dy, rows, m.down, gm.down, da, false);
+    ops::silu_mul_backward(g, u, da, dg, da, rows * I);  // da becomes d(up)
+    linear_bwd(xin, dg, rows, m.gate, gm.gate, dx, acc);
+    linear_bwd(xin, da, rows, m.up, gm.up, dx, true);
   }
 
   void moe_fwd(int li, const float* h2, int64_t Tl, LayerActs& A, float* out, StepStats& st, const LossWeights& lw) {
@@ -323,7 +327,7 @@ struct TrainGraph::Impl {
     float* xin = grow(s2, N * K * H);
     float* dy = grow(s3, N * K * H);
     float* dxin = grow(s4, N * K * H);
-    Buf dw(static_cast<size_t>(N * K));
+    float* dw = grow(m_dw, N * K);
     for (int64_t r = 0; r < N * K; ++r) {
       const int64_t t = M.row_tok[r], k = M.row_slot[r];
       std::memcpy(xin + r * H, h2 + t * H, static_cast<size_t>(H) * 4);
@@ -376,19 +380,19 @@ struct TrainGraph::Impl {
     A.x_in.assign(xr, xr + N * H);
     float* h1 = grow(A.h1, N * H);
     ops::rmsnorm(xr, N, H, L.input_norm, eps, h1);
-    Buf out(static_cast<size_t>(N * H));
-    attn_fwd(li, h1, Tl, A, out.data());
-    ops::add(xr, out.data(), N * H);
+    float* out = grow(l_out, N * H);
+    attn_fwd(li, h1, Tl, A, out);
+    ops::add(xr, out, N * H);
     A.x_mid.assign(xr, xr + N * H);
     float* h2 = grow(A.h2, N * H);
     ops::rmsnorm(xr, N, H, L.post_norm, eps, h2);
     if (L.moe) {
-      moe_fwd(li, h2, Tl, A, out.data(), st, lw);
+      moe_fwd(li, h2, Tl, A, out, st, lw);
     } else {
       const int64_t I = L.mlp.gate.rows;
-      ffn_fwd(L.mlp, h2, N, grow(A.g, N * I), grow(A.u, N * I), out.data());
+      ffn_fwd(L.mlp, h2, N, grow(A.g, N * I), grow(A.u, N * I), out);
     }
-    ops::add(xr, out.data(), N * H);
+    ops::add(xr, out, N * H);
   }
 
   // dxr [N, H]: gradient of the layer's output in, of its input out.
@@ -397,12 +401,12 @@ struct TrainGraph::Impl {
     const LayerWeights& GL = G(li);
     LayerActs& A = acts[static_cast<size_t>(li)];
     const int64_t N = B * Tl;
-    Buf d(static_cast<size_t>(N * H));
-    if (L.moe) moe_bwd(li, A.h2.data(), Tl, A, dxr, d.data());
-    else ffn_bwd(L.mlp, GL.mlp, A.h2.data(), N, A.g.data(), A.u.data(), dxr, d.data(), false);
-    rmsnorm_bwd(A.x_mid.data(), d.data(), N, L.post_norm, GL.post_norm, dxr, true);
-    attn_bwd(li, Tl, A, dxr, d.data());
-    rmsnorm_bwd(A.x_in.data(), d.data(), N, L.input_norm, GL.input_norm, dxr, true);
+    float* d = grow(l_d, N * H);
+    if (L.moe) moe_bwd(li, A.h2.data(), Tl, A, dxr, d);
+    else ffn_bwd(L.mlp, GL.mlp, A.h2.data(), N, A.g.data(), A.u.data(), dxr, d, false);
+    rmsnorm_bwd(A.x_mid.data(), d, N, L.post_norm, GL.post_norm, dxr, true);
+    attn_bwd(li, Tl, A, dxr, d);
+    rmsnorm_bwd(A.x_in.data(), d, N, L.input_norm, GL.input_norm, dxr, true);
   }
 
   // ---- embeddings and heads --------------------------------------------------------------

@@ -29,9 +29,9 @@ same() {  # same DIR_A DIR_B: every file byte-identical
 }
 
 # 1. resume == straight (f32 moments, bf16 weights + float32 masters)
-"$BIN" -q train "${COMMON[@]}" -t 2 --steps 6 --out "$TMP/straight" --json > "$TMP/straight.log"
-"$BIN" -q train "${COMMON[@]}" -t 2 --steps 3 --out "$TMP/split" --json > /dev/null
-"$BIN" -q train "${COMMON[@]}" -t 2 --steps 6 --out "$TMP/split" --resume --json > /dev/null
+"$BIN" -q train "${COMMON[@]}" -t 1 --steps 6 --out "$TMP/straight" --json > "$TMP/straight.log"
+"$BIN" -q train "${COMMON[@]}" -t 1 --steps 3 --out "$TMP/split" --json > /dev/null
+"$BIN" -q train "${COMMON[@]}" -t 1 --steps 6 --out "$TMP/split" --resume --json > /dev/null
 same "$TMP/straight" "$TMP/split"
 # ... and bf16 moments with fp8 weights
 "$BIN" -q train "${COMMON[@]}" --moments bf16 --save-dtype fp8 --steps 4 --out "$TMP/s8" > /dev/null
@@ -39,14 +39,14 @@ same "$TMP/straight" "$TMP/split"
 "$BIN" -q train "${COMMON[@]}" --moments bf16 --save-dtype fp8 --steps 4 --out "$TMP/p8" --resume > /dev/null
 same "$TMP/s8" "$TMP/p8"
 # Without --resume an existing checkpoint is refused, with a message naming it.
-if "$BIN" -q train "${COMMON[@]}" -t 2 --steps 6 --out "$TMP/split" 2> "$TMP/err"; then echo "FAIL: overwrote a checkpoint"; exit 1; fi
+if "$BIN" -q train "${COMMON[@]}" -t 1 --steps 6 --out "$TMP/split" 2> "$TMP/err"; then echo "FAIL: overwrote a checkpoint"; exit 1; fi
 grep -q "resume" "$TMP/err"
 
 # 2. SIGKILL at a random moment, then resume to the same bytes.
-"$BIN" -q train "${COMMON[@]}" -t 2 --steps 10 --out "$TMP/k_straight" --save-every 1 > /dev/null
+"$BIN" -q train "${COMMON[@]}" -t 1 --steps 10 --out "$TMP/k_straight" --save-every 1 > /dev/null
 for attempt in 1 2; do
   rm -rf "$TMP/killed" "$TMP/killed.partial"
-  "$BIN" -q train "${COMMON[@]}" -t 2 --steps 10 --out "$TMP/killed" --save-every 1 > /dev/null &
+  "$BIN" -q train "${COMMON[@]}" -t 1 --steps 10 --out "$TMP/killed" --save-every 1 > /dev/null &
   pid=$!
   sleep "$("$PY" -c "import random; print(round(random.uniform(0.3, 2.5), 2))")"
   kill -9 "$pid" 2>/dev/null || true
@@ -55,7 +55,7 @@ for attempt in 1 2; do
     "$BIN" -q info "$TMP/killed" > /dev/null  # whatever is in OUT is a whole, valid checkpoint
     test -f "$TMP/killed/trainer_state/state.json"
   fi
-  "$BIN" -q train "${COMMON[@]}" -t 2 --steps 10 --out "$TMP/killed" --save-every 1 --resume > /dev/null
+  "$BIN" -q train "${COMMON[@]}" -t 1 --steps 10 --out "$TMP/killed" --save-every 1 --resume > /dev/null
   test ! -e "$TMP/killed.partial"
   same "$TMP/k_straight" "$TMP/killed"
 done
