@@ -54,6 +54,8 @@ const bool registered = register_command(
        app.add_flag("--force", o->force, "Write into a non-empty DATA directory, replacing its token data");
        app.add_flag("--no-bos", *no_bos, "Do not prepend BOS to each text document");
        app.add_flag("--no-eos", *no_eos, "Do not append EOS to each text document");
+       app.add_flag("--special", o->special,
+                    "Match special tokens written in the text (chat data rendered with the chat template)");
        app.add_flag("--split-blank-lines", o->split_blank_lines,
                     "Each blank-line-separated paragraph of a plain text file is one document");
        app.add_option("--progress", o->progress, "Progress on stderr: 1 live line, 0 none, -1 live on a terminal")
@@ -63,8 +65,8 @@ const bool registered = register_command(
        return [o, no_bos, no_eos] {
          o->bos = !*no_bos;
          o->eos = !*no_eos;
-         if (!o->ids_file.empty() && (*no_bos || *no_eos || o->split_blank_lines))
-           fail("--no-bos, --no-eos and --split-blank-lines apply to text FILES, not to --ids");
+         if (!o->ids_file.empty() && (*no_bos || *no_eos || o->split_blank_lines || o->special))
+           fail("--no-bos, --no-eos, --special and --split-blank-lines apply to text FILES, not to --ids");
          return run_data(*o);
        };
      }});

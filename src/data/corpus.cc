@@ -235,7 +235,7 @@ CorpusSummary build_token_data(const CorpusOptions& o) {
       ids.clear();
       if (o.bos) ids.push_back(sp.bos);
       try {
-        tok->encode_into(text, ids, /*match_special=*/false);
+        tok->encode_into(text, ids, /*match_special=*/o.special);
       } catch (const Error& e) {
         fail("{}: {}", where, e.what());
       }

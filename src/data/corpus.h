@@ -29,6 +29,9 @@ struct CorpusOptions {
   std::string tokenizer;
   std::vector<std::string> files;
   bool bos = true, eos = true, split_blank_lines = false;
+  // Match special/added tokens written in the text (chat data rendered with its template);
+  // off by default: corpus text is untrusted and "<｜User｜>" in it is just text.
+  bool special = false;
 };
 
 struct CorpusSummary {
