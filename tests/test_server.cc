@@ -13,7 +13,9 @@
 
 #include "chat/chat_template.h"
 #include "runtime/engine.h"
+#include "server/disk_cache.h"
 #include "server/request.h"
+#include "server/token_mask.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 
@@ -106,6 +108,9 @@ const std::vector<std::string> kSeeds = {
     R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"}]},{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","content":"1"}]})",
     R"({"messages":[{"role":"user","content":"x"}],"add_generation_prompt":false})",
     R"({"tokens":[0,1,2,3]})",
+    R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"<think>","prefix":true}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"a":{"type":["integer","null"]},"b":{"type":"array","items":{"enum":[1,"x",null]},"minItems":1}},"required":["a"],"additionalProperties":false}}}})",
+    R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object","properties":{"x":{"type":"string"}},"required":["x"]},"strict":true}}],"tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":false})",
+    R"({"prompt":"def f(","suffix":"\n  return 1","max_tokens":4,"response_format":{"type":"json_object"}})",
 };
 
 TEST(ServerParse, FuzzedBodiesOnlyGiveApiErrors) {
@@ -118,6 +123,7 @@ TEST(ServerParse, FuzzedBodiesOnlyGiveApiErrors) {
   full.vocab_size = 129280;
   full.tok = tok.get();
   full.tmpl = &tmpl;
+  full.vocab = std::make_shared<const server::VocabIndex>(*tok);  // response_format and tools get parsed too
   std::mt19937 rng(1234);
   int n = 0;
   for (int i = 0; i < 4000; ++i) {
@@ -162,6 +168,10 @@ TEST(ServerParse, RejectsBadFieldsWithTheirName) {
   EXPECT_EQ(param_of(R"({"prompt":[1],"logprobs":21})"), "logprobs");
   EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":0})"), "max_tokens");
   EXPECT_EQ(param_of(over_long_prompt(257)), "prompt");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"response_format":{"type":"json_object"}})"), "response_format");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"response_format":{"type":"xml"}})"), "response_format.type");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"response_format":"json"})"), "response_format");
+  EXPECT_EQ(param_of(R"({"prompt":[1],"response_format":{"type":"text"}})"), "(accepted)");
   EXPECT_EQ(param_of(R"({"prompt":[1],"max_tokens":4,"temperature":0})"), "(accepted)");
 }
 
@@ -176,7 +186,8 @@ struct Running {
   std::unique_ptr<server::Server> srv;
   std::thread th;
   int port = 0;
-  Running(const std::string& dir, int64_t max_batch, const server::ServerOptions& so, int64_t ctx = 0) {
+  Running(const std::string& dir, int64_t max_batch, const server::ServerOptions& so, int64_t ctx = 0,
+          std::shared_ptr<PrefixStore> store = nullptr) {
     ModelOptions mo;
     mo.max_seqs = max_batch;
     mo.ctx = ctx;
@@ -184,6 +195,7 @@ struct Running {
     EngineOptions eo;
     eo.max_batch = max_batch;
     eo.prefill_chunk = 64;  // several chunks for the 200/300-token prompts
+    eo.store = std::move(store);
     engine = std::make_unique<Engine>(*model, eo);
     if (Tokenizer::available(dir)) {
       tok = Tokenizer::load(dir);
@@ -465,6 +477,43 @@ TEST(ServerLimits, FullQueueAnswers429AndDisconnectFreesTheSlot) {
   EXPECT_EQ(after["usage"]["completion_tokens"], 3);
 }
 
+// Overload: 256 clients at once against --parallel 64. Every one gets an answer, 200 or a 429
+// JSON error; none sees its connection refused or reset.
+TEST(ServerLimits, OverloadGives200Or429NeverAReset) {
+  server::ServerOptions o;
+  o.parallel = 64;
+  Running r(fixture("v3-fp8"), 8, o);
+  constexpr int kClients = 256;
+  std::atomic<int> ok{0}, busy{0}, other{0}, failed{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> th;
+  for (int i = 0; i < kClients; ++i)
+    th.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", r.port);
+      c.set_read_timeout(120, 0);
+      c.set_connection_timeout(30, 0);
+      while (!go) std::this_thread::yield();
+      const json body = {{"prompt", {0, 5, i % 100}}, {"max_tokens", 16}, {"ignore_eos", true}, {"stream", i % 2 == 0}};
+      auto res = c.Post("/v1/completions", body.dump(), "application/json");
+      if (!res) {
+        ++failed;
+        ADD_FAILURE() << "client " << i << ": " << httplib::to_string(res.error());
+      } else if (res->status == 200) {
+        ++ok;
+      } else if (res->status == 429 && json::parse(res->body)["error"]["code"] == "rate_limit_exceeded") {
+        ++busy;
+      } else {
+        ++other;
+        ADD_FAILURE() << res->status << " " << res->body;
+      }
+    });
+  go = true;
+  for (auto& t : th) t.join();
+  std::printf("[ overload ] %d x 200, %d x 429, %d other, %d failed\n", ok.load(), busy.load(), other.load(), failed.load());
+  EXPECT_EQ(ok + busy, kClients);
+  EXPECT_GE(ok, 64);
+}
+
 // A non-streaming client that gives up (here: a read timeout) frees its slots at once: the
 // server notices the closed connection and cancels, instead of generating 32,000 tokens (about
 // ten seconds here) for nobody.
@@ -494,13 +543,19 @@ TEST(ServerLimits, NonStreamingClientThatHangsUpIsCancelled) {
   EXPECT_EQ(after["usage"]["completion_tokens"], 3);
 }
 
-TEST(ServerChat, RealTokenizerMatchesTransformers) {
-  const fs::path dir = fs::temp_directory_path() / ("dsv3_server_chat_" + std::to_string(getpid()));
+// The e2e-bf16 fixture (real 129280 vocabulary and chat template) with the real tokenizer.json.
+fs::path real_vocab_model(const std::string& tag) {
+  const fs::path dir = fs::temp_directory_path() / ("dsv3_server_" + tag + "_" + std::to_string(getpid()));
   fs::create_directories(dir);
   for (const auto& e : fs::directory_iterator(fixture("e2e-bf16")))
     fs::copy(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
   fs::copy(std::string(DSV3_TOKENIZER_DIR) + "/tokenizer.json", dir / "tokenizer.json",
            fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+TEST(ServerChat, RealTokenizerMatchesTransformers) {
+  const fs::path dir = real_vocab_model("chat");
   {
     server::ServerOptions o;
     Running r(dir.string(), 4, o, 1024);
@@ -549,6 +604,215 @@ TEST(ServerChat, RealTokenizerMatchesTransformers) {
     EXPECT_EQ(st["choices"][0]["finish_reason"], "stop");
   }
   fs::remove_all(dir);
+}
+
+// response_format on the random-weight real-vocabulary model: whatever it samples, the text is
+// JSON fitting the schema (the schema leaves only key order and bounded whitespace free, so every
+// choice completes and then can only stop), streamed or not, on both endpoints.
+TEST(ServerConstrained, ResponseFormatGivesSchemaValidJson) {
+  const fs::path dir = real_vocab_model("json");
+  {
+    server::ServerOptions o;
+    Running r(dir.string(), 4, o, 1024);
+    const json schema = json::parse(R"({"type":"object","properties":{"ok":{"type":"boolean"},
+        "kind":{"enum":["cat","dog",3]},"n":{"type":"null"}},"required":["ok","kind"],"additionalProperties":false})");
+    const json rf = {{"type", "json_schema"}, {"json_schema", {{"name", "t"}, {"schema", schema}, {"strict", true}}}};
+    const json msgs = json::array({{{"role", "user"}, {"content", "A pet as JSON, please."}}});
+    auto check = [](const std::string& text) {
+      const json v = json::parse(text);
+      ASSERT_TRUE(v.is_object()) << text;
+      EXPECT_TRUE(v["ok"].is_boolean()) << text;
+      EXPECT_TRUE(v["kind"] == "cat" || v["kind"] == "dog" || v["kind"] == 3) << text;
+      for (auto it = v.begin(); it != v.end(); ++it)
+        EXPECT_TRUE(it.key() == "ok" || it.key() == "kind" || (it.key() == "n" && it->is_null())) << text;
+    };
+    for (double temp : {0.0, 1.0}) {
+      const json res = post(r, "/v1/chat/completions",
+                            {{"messages", msgs}, {"max_tokens", 300}, {"temperature", temp}, {"seed", 4}, {"n", 3},
+                             {"response_format", rf}, {"logprobs", true}, {"top_logprobs", 5}});
+      for (const json& ch : res["choices"]) {
+        EXPECT_EQ(ch["finish_reason"], "stop");
+        check(ch["message"]["content"]);
+        // Logprobs are over the masked distribution: the first token opens the object.
+        const json& first = ch["logprobs"]["content"][0];
+        for (const json& t : first["top_logprobs"]) {
+          const std::string s = t["token"];
+          EXPECT_TRUE(s.find_first_not_of(" \n\t\r") == std::string::npos || s.find('{') != std::string::npos) << s;
+          EXPECT_LE(t["logprob"].get<double>(), 0.0);
+        }
+      }
+    }
+    std::string streamed;
+    for (const json& ev : post_stream(r, "/v1/chat/completions",
+                                      {{"messages", msgs}, {"max_tokens", 300}, {"temperature", 1.0}, {"seed", 9},
+                                       {"response_format", rf}}))
+      for (const json& ch : ev["choices"])
+        if (ch["delta"].contains("content")) streamed += ch["delta"]["content"].get<std::string>();
+    check(streamed);
+    const json cmp = post(r, "/v1/completions", {{"prompt", "JSON:"}, {"max_tokens", 300}, {"temperature", 1.0},
+                                                 {"seed", 1}, {"response_format", rf}});
+    EXPECT_EQ(cmp["choices"][0]["finish_reason"], "stop");
+    check(cmp["choices"][0]["text"]);
+    // json_object: whatever the model writes is accepted by the grammar; a finished one parses.
+    const json obj = post(r, "/v1/chat/completions", {{"messages", msgs}, {"max_tokens", 64}, {"temperature", 1.0},
+                                                      {"seed", 2}, {"n", 4}, {"response_format", {{"type", "json_object"}}}});
+    for (const json& ch : obj["choices"]) {
+      const std::string text = ch["message"]["content"];
+      ASSERT_FALSE(text.empty());
+      EXPECT_EQ(text.find_first_not_of(" \n\t\r"), text.find('{')) << text;
+      if (ch["finish_reason"] == "stop") EXPECT_TRUE(json::parse(text).is_object()) << text;
+    }
+    // Schema errors are 400s naming the keyword.
+    const json bad = post(r, "/v1/chat/completions",
+                          {{"messages", msgs}, {"response_format", {{"type", "json_schema"},
+                           {"json_schema", {{"schema", {{"type", "string"}, {"pattern", "x"}}}}}}}}, 400);
+    EXPECT_EQ(bad["error"]["param"], "response_format.json_schema.schema.pattern");
+  }
+  fs::remove_all(dir);
+}
+
+// Function calling, FIM, chat prefix completion and reasoning_content on the real-vocabulary model.
+TEST(ServerChat, ToolsFimPrefixAndReasoning) {
+  const fs::path dir = real_vocab_model("tools");
+  {
+    server::ServerOptions o;
+    Running r(dir.string(), 4, o, 1024);
+    const json tools = json::parse(R"([{"type":"function","function":{"name":"set_unit","description":"Pick a unit",
+        "parameters":{"type":"object","properties":{"unit":{"enum":["c","f"]}},"required":["unit"],
+        "additionalProperties":false},"strict":true}},
+        {"type":"function","function":{"name":"noop","parameters":{"type":"object","properties":{},
+        "additionalProperties":false}}}])");
+    const json msgs = json::array({{{"role", "user"}, {"content", "Use celsius."}}});
+    auto check_call = [](const json& call) {
+      EXPECT_EQ(call["type"], "function");
+      EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+      const std::string name = call["function"]["name"];
+      const json args = json::parse(call["function"]["arguments"].get<std::string>());
+      if (name == "set_unit") EXPECT_TRUE(args == json({{"unit", "c"}}) || args == json({{"unit", "f"}})) << args;
+      else EXPECT_EQ(name, "noop");
+    };
+    json body = {{"messages", msgs}, {"tools", tools}, {"tool_choice", "required"}, {"parallel_tool_calls", false},
+                 {"max_tokens", 300}, {"temperature", 1.0}, {"seed", 5}, {"n", 2}};
+    const json res = post(r, "/v1/chat/completions", body);
+    for (const json& ch : res["choices"]) {
+      EXPECT_EQ(ch["finish_reason"], "tool_calls") << ch.dump();
+      EXPECT_TRUE(ch["message"]["content"].is_null()) << ch.dump();
+      ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << ch.dump();
+      check_call(ch["message"]["tool_calls"][0]);
+    }
+    body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "set_unit"}}}};
+    body["n"] = 1;
+    json call;
+    std::string finish;
+    for (const json& ev : post_stream(r, "/v1/chat/completions", body))
+      for (const json& ch : ev["choices"]) {
+        if (ch["delta"].contains("tool_calls")) call = ch["delta"]["tool_calls"][0];
+        if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+      }
+    EXPECT_EQ(finish, "tool_calls");
+    EXPECT_EQ(call["index"], 0);
+    EXPECT_EQ(call["function"]["name"], "set_unit");
+    check_call(call);
+    // The tool definitions go into the system prompt; "none" leaves the prompt alone.
+    const json tk = post(r, "/tokenize", {{"messages", msgs}, {"tools", tools}});
+    const std::string text = post(r, "/detokenize", {{"tokens", tk["tokens"]}})["prompt"];
+    EXPECT_NE(text.find("<｜begin▁of▁sentence｜>## Tools\nYou have access to the following tools:\n\n### set_unit\n"),
+              std::string::npos) << text;
+    const json plain = post(r, "/tokenize", {{"messages", msgs}});
+    EXPECT_EQ(post(r, "/tokenize", {{"messages", msgs}, {"tools", tools}, {"tool_choice", "none"}})["tokens"], plain["tokens"]);
+    EXPECT_EQ(post(r, "/v1/chat/completions", {{"messages", msgs}, {"tools", tools}, {"tool_choice", "maybe"}}, 400)
+                  ["error"]["param"], "tool_choice");
+
+    // FIM: BOS <｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>.
+    const json fim = post(r, "/v1/completions", {{"prompt", "def add(a, b):\n"}, {"suffix", "\n    return c\n"},
+                                                 {"max_tokens", 4}, {"temperature", 0}, {"return_token_ids", true}});
+    const json want = post(r, "/tokenize", {{"prompt", "<｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n    return c\n<｜fim▁end｜>"}});
+    EXPECT_EQ(fim["choices"][0]["prompt_token_ids"], want["tokens"]);
+    EXPECT_EQ(fim["usage"]["completion_tokens"], 4);
+    EXPECT_EQ(post(r, "/v1/completions", {{"prompt", {1, 2}}, {"suffix", "x"}}, 400)["error"]["param"], "prompt");
+
+    // Chat prefix completion: the prompt ends with the assistant's text, no end of sentence.
+    json pmsgs = msgs;
+    pmsgs.push_back({{"role", "assistant"}, {"content", "```python\n"}, {"prefix", true}});
+    const json ptk = post(r, "/tokenize", {{"messages", pmsgs}});
+    const std::string ptext = post(r, "/detokenize", {{"tokens", ptk["tokens"]}})["prompt"];
+    EXPECT_EQ(ptext.substr(ptext.size() - std::string("Use celsius.<｜Assistant｜>```python\n").size()),
+              "Use celsius.<｜Assistant｜>```python\n");
+    const json pres = post(r, "/v1/chat/completions", {{"messages", pmsgs}, {"max_tokens", 3}, {"ignore_eos", true}});
+    EXPECT_EQ(pres["usage"]["prompt_tokens"], ptk["count"]);
+    pmsgs[0]["prefix"] = true;
+    EXPECT_EQ(post(r, "/v1/chat/completions", {{"messages", pmsgs}}, 400)["error"]["param"], "messages[0].prefix");
+
+    // reasoning_content: a prompt that opens <think> makes the output reasoning until </think>.
+    json tmsgs = msgs;
+    tmsgs.push_back({{"role", "assistant"}, {"content", "<think>\n"}, {"prefix", true}});
+    const json base = {{"messages", tmsgs}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
+    const json th = post(r, "/v1/chat/completions", base);
+    const json& m = th["choices"][0]["message"];
+    EXPECT_EQ(m["content"], "");
+    EXPECT_FALSE(m["reasoning_content"].get<std::string>().empty());
+    std::string streamed;
+    for (const json& ev : post_stream(r, "/v1/chat/completions", base))
+      for (const json& ch : ev["choices"]) {
+        if (ch["delta"].contains("reasoning_content")) streamed += ch["delta"]["reasoning_content"].get<std::string>();
+        if (ch["delta"].contains("content")) EXPECT_EQ(ch["delta"]["content"], "");
+      }
+    EXPECT_EQ(streamed, m["reasoning_content"]);
+  }
+  fs::remove_all(dir);
+}
+
+// The disk tier of the context cache: blocks written by one server are hits for the next one
+// (same model, same cache dir), give the same greedy text, and a corrupt file is a miss, deleted.
+TEST(ServerDiskCache, PrefixesSurviveARestartAndCorruptionIsAMiss) {
+  const fs::path cache = fs::temp_directory_path() / ("dsv3_disk_cache_" + std::to_string(getpid()));
+  fs::remove_all(cache);
+  const std::string model_dir = fixture("v3-fp8");
+  const uint64_t id = server::model_identity(model_dir);
+  json prompt = json::array();
+  for (int i = 0; i < 200; ++i) prompt.push_back((i * 37 + 11) % 1000);
+  const json body = {{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
+  auto run = [&](uint64_t quota, json* res) {
+    server::ServerOptions o;
+    Running probe(model_dir, 1, o);  // only to learn the cache shape
+    const int64_t layers = probe.model->cache().layers(), dim = probe.model->cache().dim();
+    auto store = std::make_shared<server::DiskPrefixStore>(cache.string(), id, layers, dim, quota);
+    {
+      Running r(model_dir, 2, o, 0, store);
+      *res = post(r, "/v1/completions", body);
+    }
+    store->flush();
+    return store;
+  };
+  json first, second, third;
+  auto s1 = run(1ull << 30, &first);
+  EXPECT_EQ(first["usage"]["prompt_cache_hit_tokens"], 0);
+  EXPECT_EQ(s1->files(), 3u);  // 208 tokens: 3 full blocks
+  s1.reset();
+  auto s2 = run(1ull << 30, &second);  // a new server: memory is empty, the disk is not
+  EXPECT_EQ(second["usage"]["prompt_cache_hit_tokens"], 192);
+  EXPECT_EQ(second["choices"][0]["text"], first["choices"][0]["text"]);
+  s2.reset();
+  // Flip one byte of every file: all are refused and deleted.
+  for (const auto& e : fs::recursive_directory_iterator(cache))
+    if (e.path().extension() == ".kv") {
+      std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(200);
+      f.put('\x7f');
+    }
+  auto s3 = run(1ull << 30, &third);
+  EXPECT_EQ(third["usage"]["prompt_cache_hit_tokens"], 0);
+  EXPECT_EQ(third["choices"][0]["text"], first["choices"][0]["text"]);
+  EXPECT_EQ(s3->files(), 3u);  // rewritten after the run
+  const uint64_t one = s3->bytes() / 3;
+  s3.reset();
+  // A quota of two blocks keeps the two most recently used.
+  json fourth;
+  auto s4 = run(2 * one, &fourth);
+  EXPECT_LE(s4->bytes(), 2 * one);
+  EXPECT_EQ(s4->files(), 2u);
+  s4.reset();
+  fs::remove_all(cache);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "runtime/engine.h"
+#include "server/disk_cache.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 
@@ -25,6 +26,8 @@ struct ServeOpts {
   int64_t max_batch = 8, prefill_chunk = 256;
   std::string speculative, model_name;
   bool no_prefix_cache = false;
+  std::string cache_dir;
+  double cache_disk_gb = 10;
 };
 
 int run_serve(ServeOpts& o) {
@@ -62,6 +65,13 @@ int run_serve(ServeOpts& o) {
   eo.max_batch = o.max_batch;
   eo.prefill_chunk = o.prefill_chunk;
   eo.prefix_cache = !o.no_prefix_cache;
+  if (!o.cache_dir.empty()) {
+    if (o.no_prefix_cache) fail("--cache-dir needs the context cache: drop --no-prefix-cache");
+    if (!(o.cache_disk_gb > 0)) fail("--cache-disk-gb must be positive (got {})", o.cache_disk_gb);
+    eo.store = std::make_shared<server::DiskPrefixStore>(o.cache_dir, server::model_identity(o.model.dir),
+                                                         model->cache().layers(), model->cache().dim(),
+                                                         static_cast<uint64_t>(o.cache_disk_gb * 1e9));
+  }
   Engine engine(*model, eo);
   server::Server srv(engine, tok.get(), tmpl.get(), o.srv);
   const int port = srv.bind();
@@ -110,6 +120,9 @@ const bool reg_serve = register_command(
        app.add_option("--speculative", o->speculative, "'mtp': MTP speculative decoding for every request");
        app.add_option("--served-model-name", o->model_name, "Model id in responses (default: the directory name)");
        app.add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable context caching");
+       app.add_option("--cache-dir", o->cache_dir, "Also keep context-cache blocks on disk here (kept across restarts)");
+       app.add_option("--cache-disk-gb", o->cache_disk_gb, "Disk quota of --cache-dir in GB (least recently used go first)")
+           ->capture_default_str();
        app.add_option("--drain-timeout", o->srv.drain_seconds, "Seconds SIGTERM waits for in-flight requests")
            ->capture_default_str();
        return [o] { return run_serve(*o); };

@@ -31,6 +31,8 @@ struct Engine::Seq {
   GenerateOptions opt;
   RequestCallbacks cb;
   Sampler sampler;
+  std::unique_ptr<TokenConstraint> constraint;
+  std::vector<float> masked;  // [V] the last row after constraint->mask
   SeqCache cache;
   int64_t processed = 0;  // tokens whose latents are in the cache (== cache.len between steps)
   // MTP speculative decoding: final hidden states of positions [mtp_len, processed) not yet fed
@@ -72,6 +74,7 @@ int64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& opt, 
   s->opt = opt;
   s->opt.max_tokens = std::min(opt.max_tokens, model_.ctx() - n);  // never past the context
   s->cb = std::move(cb);
+  if (opt.constraint) s->constraint = opt.constraint();
   s->info.prompt_tokens = n;
   std::lock_guard<std::mutex> lk(mu_);
   s->id = next_id_++;
@@ -112,8 +115,10 @@ void Engine::lookup_prefix(Seq& s) {
   // Keep at least one prompt token to run, so the last prompt position yields logits.
   for (int64_t b = 0; (b + 1) * B <= s.n_prompt - 1; ++b) {
     h = hash_block(h, s.tokens.data() + b * B, B);
+    if (s.opt.prompt_logprobs) break;
     auto it = prefix_.find(h);
-    if (it == prefix_.end() || (s.opt.speculative && !it->second.mtp_valid) || s.opt.prompt_logprobs) break;
+    if (it == prefix_.end() && opt_.store) it = load_stored(h, s.opt.speculative);
+    if (it == prefix_.end() || (s.opt.speculative && !it->second.mtp_valid)) break;
     model_.cache().retain(it->second.block);
     s.cache.blocks.push_back(it->second.block);
     lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -121,6 +126,20 @@ void Engine::lookup_prefix(Seq& s) {
   s.processed = s.cache.len = static_cast<int64_t>(s.cache.blocks.size()) * B;
   s.mtp_len = s.processed;
   s.info.cached_tokens = s.processed;
+}
+
+std::unordered_map<uint64_t, Engine::PrefixEntry>::iterator Engine::load_stored(uint64_t h, bool need_mtp) {
+  KVCache& kv = model_.cache();
+  const int64_t per_layer = KVCache::kBlockSize * kv.dim();
+  store_buf_.resize(static_cast<size_t>(kv.layers() * per_layer));
+  bool mtp = false;
+  if (!opt_.store->load(h, store_buf_, &mtp) || (need_mtp && !mtp)) return prefix_.end();
+  if (kv.free_blocks() == 0 && !evict_one()) return prefix_.end();
+  const int32_t blk = kv.allocate();  // its one reference is the prefix cache's
+  for (int64_t l = 0; l < kv.layers(); ++l)
+    std::memcpy(kv.slot(l, blk, 0), store_buf_.data() + l * per_layer, static_cast<size_t>(per_layer) * sizeof(float));
+  lru_.push_front(h);
+  return prefix_.emplace(h, PrefixEntry{blk, mtp, lru_.begin()}).first;
 }
 
 void Engine::register_prefix(Seq& s) {
@@ -133,7 +152,16 @@ void Engine::register_prefix(Seq& s) {
     const int32_t blk = s.cache.blocks[static_cast<size_t>(b)];
     model_.cache().retain(blk);
     lru_.push_front(h);
-    prefix_[h] = PrefixEntry{blk, s.opt.speculative && s.mtp_len >= (b + 1) * B, lru_.begin()};
+    const bool mtp_valid = s.opt.speculative && s.mtp_len >= (b + 1) * B;
+    prefix_[h] = PrefixEntry{blk, mtp_valid, lru_.begin()};
+    if (opt_.store) {  // the store writes it off this thread
+      KVCache& kv = model_.cache();
+      const int64_t per_layer = B * kv.dim();
+      std::vector<float> data(static_cast<size_t>(kv.layers() * per_layer));
+      for (int64_t l = 0; l < kv.layers(); ++l)
+        std::memcpy(data.data() + l * per_layer, kv.slot(l, blk, 0), static_cast<size_t>(per_layer) * sizeof(float));
+      opt_.store->save(h, mtp_valid, std::move(data));
+    }
   }
 }
 
@@ -147,6 +175,19 @@ void Engine::finish(Seq& s, const std::string& reason, const std::string& error)
   if (s.cb.on_finish) s.cb.on_finish(s.info);
 }
 
+// Samples the next token from `row`, masked by the sequence's constraint first; `row` then points
+// at the masked copy, so the logprobs emit() reports are over the distribution actually sampled.
+int32_t Engine::pick(Seq& s, const float*& row) {
+  const int64_t V = model_.config().vocab_size;
+  if (s.constraint) {
+    s.masked.assign(row, row + V);
+    s.constraint->mask(s.masked.data(), V);
+    row = s.masked.data();
+  }
+  return s.sampler.sample(row, V, std::span(s.tokens.data(), static_cast<size_t>(s.n_prompt)),
+                          std::span(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated())));
+}
+
 // Appends a sampled token, reports it, and applies the stop rules. Returns false when done.
 bool Engine::emit(Seq& s, int32_t tok, const float* logits) {
   if (s.generated() == 0) {
@@ -154,6 +195,7 @@ bool Engine::emit(Seq& s, int32_t tok, const float* logits) {
     s.info.prefill_seconds = seconds_since(s.t_start);
   }
   s.tokens.push_back(tok);
+  if (s.constraint) s.constraint->accept(tok);
   TokenLogprob lp;
   if (s.opt.logprobs >= 0) {
     std::vector<float> lsm;
@@ -310,34 +352,36 @@ bool Engine::step() {
           continue;
         }
         const float* last = rows + (nrows - 1) * V;
-        emit(s, s.sampler.sample(last, V, std::span(s.tokens.data(), static_cast<size_t>(s.n_prompt)), {}), last);
+        const int32_t t = pick(s, last);
+        emit(s, t, last);
       }
       continue;
     }
     // Decode (and verification of the draft, when there is one).
-    auto ctx_span = [&] { return std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.n_prompt)); };
-    auto out_span = [&] {
-      return std::span<const int32_t>(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated()));
-    };
-    const int32_t x = s.sampler.sample(rows, V, ctx_span(), out_span());
+    const float* row0 = rows;
+    const int32_t x = pick(s, row0);
     if (k == 2) {
       ++s.info.drafted;
       if (x == s.draft) {
         ++s.info.accepted;
         s.processed += 2;
         if (s.opt.speculative) s.pending_hidden.insert(s.pending_hidden.end(), hid, hid + 2 * H);
-        if (emit(s, x, rows)) emit(s, s.sampler.sample(rows + V, V, ctx_span(), out_span()), rows + V);
+        if (emit(s, x, row0)) {  // the second row is masked by the state after x
+          const float* row1 = rows + V;
+          const int32_t y = pick(s, row1);
+          emit(s, y, row1);
+        }
       } else {
         s.processed += 1;
         truncate_seq(model_.cache(), s.cache, s.processed);  // the draft's latents are void
         if (s.opt.speculative) s.pending_hidden.insert(s.pending_hidden.end(), hid, hid + H);
-        emit(s, x, rows);
+        emit(s, x, row0);
       }
       s.draft = -1;
     } else {
       s.processed += 1;
       if (s.opt.speculative) s.pending_hidden.insert(s.pending_hidden.end(), hid, hid + H);
-      emit(s, x, rows);
+      emit(s, x, row0);
     }
   }
 

@@ -14,7 +14,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/constraint.h"
 #include "runtime/model.h"
+#include "runtime/prefix_store.h"
 #include "runtime/sampler.h"
 
 namespace dsv3 {
@@ -27,6 +29,8 @@ struct GenerateOptions {
   int logprobs = -1;            // -1: none; else the chosen token's logprob and the top N (0..20)
   bool prompt_logprobs = false; // logprobs of every prompt token (echo / scoring)
   std::vector<int32_t> stop_ids;  // extra token ids that end generation (like EOS)
+  // Constrained decoding: tokens are sampled (and logprobs computed) over the masked row.
+  ConstraintFactory constraint;
 };
 
 struct TokenLogprob {
@@ -55,6 +59,7 @@ struct EngineOptions {
   int64_t max_batch = 8;         // sequences decoding together
   int64_t prefill_chunk = 256;   // prompt tokens per sequence per step
   bool prefix_cache = true;
+  std::shared_ptr<PrefixStore> store;  // optional second tier of the prefix cache (disk)
 };
 
 class Engine {
@@ -83,9 +88,12 @@ class Engine {
   void retire();  // drops finished sequences, registering their blocks in the prefix cache
   void finish(Seq& s, const std::string& reason, const std::string& error = "");
   bool emit(Seq& s, int32_t tok, const float* logits);
+  int32_t pick(Seq& s, const float*& row);
   void lookup_prefix(Seq& s);
   void register_prefix(Seq& s);
   bool evict_one();
+  // A block from opt_.store entered into the in-memory prefix cache; prefix_.end() when absent.
+  std::unordered_map<uint64_t, PrefixEntry>::iterator load_stored(uint64_t h, bool need_mtp);
   int32_t allocate_block();
 
   Model& model_;
@@ -99,6 +107,7 @@ class Engine {
   // Prefix cache: hash of (all tokens up to and including a full block) -> block holding it.
   std::unordered_map<uint64_t, PrefixEntry> prefix_;
   std::list<uint64_t> lru_;  // front: most recent
+  std::vector<float> store_buf_;  // [layers, 64, dim] staging for opt_.store
 };
 
 }  // namespace dsv3

@@ -46,7 +46,11 @@ std::vector<std::pair<int32_t, float>> top_logprobs(const std::vector<float>& ls
   std::partial_sort(order.begin(), order.begin() + n, order.end(),
                     [&](int32_t a, int32_t b) { return lsm[a] > lsm[b] || (lsm[a] == lsm[b] && a < b); });
   std::vector<std::pair<int32_t, float>> r;
-  for (int i = 0; i < n; ++i) r.push_back({order[static_cast<size_t>(i)], lsm[static_cast<size_t>(order[static_cast<size_t>(i)])]});
+  for (int i = 0; i < n; ++i) {
+    const float lp = lsm[static_cast<size_t>(order[static_cast<size_t>(i)])];
+    if (lp == -INFINITY) break;  // masked out (constrained decoding): not a candidate at all
+    r.push_back({order[static_cast<size_t>(i)], lp});
+  }
   return r;
 }
 

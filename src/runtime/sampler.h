@@ -42,7 +42,8 @@ int32_t argmax(const float* x, int64_t n);
 
 // out[i] = logits[i] - logsumexp(logits), sums in double.
 void log_softmax(const float* logits, int64_t V, std::vector<float>& out);
-// The n most likely ids of a log-probability row, most likely first (lowest id on ties).
+// The n most likely ids of a log-probability row, most likely first (lowest id on ties); ids with
+// logprob -inf (masked by a constraint) are left out, so fewer than n may come back.
 std::vector<std::pair<int32_t, float>> top_logprobs(const std::vector<float>& lsm, int n);
 
 }  // namespace dsv3

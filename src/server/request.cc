@@ -5,6 +5,9 @@
 
 #include "chat/chat_template.h"
 #include "core/error.h"
+#include "server/json_grammar.h"
+#include "server/reasoning.h"
+#include "server/token_mask.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -102,6 +105,29 @@ std::vector<int32_t> encode_text(const ModelInfo& m, const std::string& text, bo
   return ids;
 }
 
+// Fill in the middle (spec section 11): [BOS] <｜fim▁begin｜>PREFIX<｜fim▁hole｜>SUFFIX<｜fim▁end｜>; the
+// model writes the middle. Prefix and suffix are encoded as text: a special token spelled inside
+// them stays text.
+std::vector<int32_t> fim_prompt(const ModelInfo& m, const std::string& prefix, const std::string& suffix, bool add_bos) {
+  const Tokenizer& tok = need_tokenizer(m, "suffix");
+  int32_t ids[3];
+  const char* names[3] = {"<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"};
+  for (int i = 0; i < 3; ++i) {
+    const auto id = tok.token_id(names[i]);
+    if (!id) bad_request("suffix", fmt::format("this model's tokenizer has no {} token: fill in the middle is not available", names[i]),
+                         "no_fim_tokens");
+    ids[i] = *id;
+  }
+  std::vector<int32_t> out;
+  if (add_bos) out.push_back(m.bos_id);
+  out.push_back(ids[0]);
+  tok.encode_into(utf8_sanitize(prefix), out, false);
+  out.push_back(ids[1]);
+  tok.encode_into(utf8_sanitize(suffix), out, false);
+  out.push_back(ids[2]);
+  return out;
+}
+
 void check_prompt_length(size_t n, int64_t max_tokens, const ModelInfo& m, const char* param) {
   if (n == 0) bad_request(param, "the prompt is empty");
   const int64_t len = static_cast<int64_t>(n);
@@ -182,6 +208,7 @@ CommonRequest parse_common(const ojson& j, const ModelInfo& m, int64_t max_token
     g.speculative = m.speculative;
   }
   if (g.speculative && !m.has_mtp) bad_request("speculative", "this checkpoint has no MTP module");
+  if (has(j, "response_format")) g.constraint = parse_response_format(j.at("response_format"), m);
   try {
     s.validate();
   } catch (const Error& e) {
@@ -194,9 +221,38 @@ const std::set<std::string> kCommonFields = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "seed", "n", "best_of", "stream", "stream_options", "stop", "stop_token_ids", "ignore_eos",
     "return_tokens_as_token_ids", "return_token_ids", "logit_bias", "user", "speculative", "logprobs",
-    "metadata", "store", "service_tier"};
+    "metadata", "store", "service_tier", "response_format"};
 
 }  // namespace
+
+ConstraintFactory parse_response_format(const ojson& rf, const ModelInfo& m) {
+  if (!rf.is_object()) bad_request("response_format", "'response_format' must be an object", "invalid_type");
+  check_fields(rf, {"type", "json_schema"});
+  const std::string type = has(rf, "type") && rf.at("type").is_string() ? rf.at("type").get<std::string>() : "";
+  if (type != "text" && type != "json_object" && type != "json_schema")
+    bad_request("response_format.type", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+  if (type != "json_schema" && has(rf, "json_schema"))
+    bad_request("response_format.json_schema", "'json_schema' goes with \"type\": \"json_schema\"");
+  if (type == "text") return {};
+  need_tokenizer(m, "response_format");
+  if (!m.vocab) bad_request("response_format", "constrained decoding needs the tokenizer's vocabulary", "no_tokenizer");
+  if (type == "json_object") return json_constraint(JsonGrammar::any_object(), m.vocab);
+  if (!has(rf, "json_schema") || !rf.at("json_schema").is_object())
+    bad_request("response_format.json_schema", "'response_format.json_schema' must be an object with a 'schema'",
+                "missing_required_parameter");
+  const ojson& js = rf.at("json_schema");
+  for (auto it = js.begin(); it != js.end(); ++it)
+    if (it.key() != "name" && it.key() != "description" && it.key() != "schema" && it.key() != "strict")
+      bad_request("response_format.json_schema." + it.key(),
+                  fmt::format("unknown field '{}' in 'response_format.json_schema'", it.key()), "unknown_parameter");
+  if (has(js, "name") && !js.at("name").is_string())
+    bad_request("response_format.json_schema.name", "'name' must be a string", "invalid_type");
+  get_bool(js, "strict", false);  // strict or not, the schema is always enforced
+  if (!has(js, "schema"))
+    bad_request("response_format.json_schema.schema", "'response_format.json_schema.schema' is required",
+                "missing_required_parameter");
+  return json_constraint(JsonGrammar::from_schema(js.at("schema"), "response_format.json_schema.schema"), m.vocab);
+}
 
 ojson parse_body(const std::string& body) {
   ojson j;
@@ -226,12 +282,15 @@ CompletionRequest parse_completion(const ojson& j, const ModelInfo& m) {
   r.c = parse_common(j, m, 16, 0);
   r.echo = get_bool(j, "echo", false);
   r.logprobs = has(j, "logprobs") ? static_cast<int>(get_int(j, "logprobs", 0, 20, -1)) : -1;
-  if (has(j, "suffix") && !(j.at("suffix").is_string() && j.at("suffix").get<std::string>().empty()))
-    bad_request("suffix", "'suffix' is not supported");
   const bool add_bos = get_bool(j, "add_special_tokens", true);
   if (!has(j, "prompt")) bad_request("prompt", "'prompt' is required", "missing_required_parameter");
   const ojson& p = j.at("prompt");
-  if (p.is_string()) {
+  if (has(j, "suffix")) {
+    if (!j.at("suffix").is_string()) bad_request("suffix", "'suffix' must be a string", "invalid_type");
+    if (!p.is_string()) bad_request("prompt", "with 'suffix' (fill in the middle) 'prompt' must be a string");
+    if (r.echo) bad_request("echo", "'echo' cannot be combined with 'suffix'");
+    r.prompts.push_back(fim_prompt(m, p.get<std::string>(), j.at("suffix").get<std::string>(), add_bos));
+  } else if (p.is_string()) {
     r.prompts.push_back(encode_text(m, p.get<std::string>(), add_bos, "prompt"));
   } else if (p.is_array() && !p.empty() && p.front().is_number()) {
     r.prompts.push_back(token_array(p, "prompt", m));
@@ -260,11 +319,12 @@ CompletionRequest parse_completion(const ojson& j, const ModelInfo& m) {
 }
 
 std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prompt, const ojson& tools,
-                                 const ModelInfo& m) {
+                                 const std::string& system_extra, const ModelInfo& m) {
   if (!messages.is_array()) bad_request("messages", "'messages' must be an array", "invalid_type");
   if (messages.empty()) bad_request("messages", "'messages' must not be empty");
   static const std::set<std::string> roles = {"system", "developer", "user", "assistant", "tool"};
   ojson norm = ojson::array();
+  bool is_prefix = false;  // the last message is {"role": "assistant", "prefix": true}
   for (size_t i = 0; i < messages.size(); ++i) {
     const ojson& msg = messages[i];
     const std::string param = fmt::format("messages[{}]", i);
@@ -313,7 +373,29 @@ std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prom
                                                         : fmt::format("'{}.content' must be a string", param),
                   content.is_null() ? "missing_required_parameter" : "invalid_type");
     }
+    if (msg.contains("prefix") && !msg.at("prefix").is_null()) {
+      if (!msg.at("prefix").is_boolean()) bad_request(param + ".prefix", "'prefix' must be a boolean", "invalid_type");
+      is_prefix = msg.at("prefix").get<bool>();
+      if (is_prefix && (i + 1 != messages.size() || role != "assistant" || !out["content"].is_string()))
+        bad_request(param + ".prefix", "only the last message, an assistant one with text content, can be a prefix");
+      out.erase("prefix");
+    }
     norm.push_back(std::move(out));
+  }
+  // Chat prefix completion: the prompt ends with the last assistant message's text (no
+  // end-of-sentence), rendered as the turn the generation prompt opens.
+  std::string prefix;
+  if (is_prefix) {
+    prefix = norm.back().at("content").get<std::string>();
+    norm.erase(norm.size() - 1);
+    add_generation_prompt = true;
+    if (norm.empty()) bad_request("messages", "a prefix message needs a message before it");
+  }
+  if (!system_extra.empty()) {
+    if (norm[0].value("role", "") == "system" && norm[0].at("content").is_string())
+      norm[0]["content"] = norm[0].at("content").get<std::string>() + "\n\n" + system_extra;
+    else
+      norm.insert(norm.begin(), ojson{{"role", "system"}, {"content", system_extra}});
   }
   if (!m.tmpl || !m.tok)
     bad_request("messages", "this model directory has no chat template/tokenizer; use /v1/completions with token ids",
@@ -325,7 +407,7 @@ std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prom
   }
   std::string text;
   try {
-    text = m.tmpl->render_ordered(norm, add_generation_prompt, extra);
+    text = m.tmpl->render_ordered(norm, add_generation_prompt, extra) + prefix;
   } catch (const Error& e) {
     bad_request("messages", fmt::format("the chat template rejected the messages: {}", e.what()));
   }
@@ -335,35 +417,42 @@ std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prom
 ChatRequest parse_chat(const ojson& j, const ModelInfo& m) {
   std::set<std::string> known = kCommonFields;
   known.insert({"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
-                "response_format", "add_generation_prompt", "reasoning_effort", "modalities"});
+                "add_generation_prompt", "reasoning_effort", "modalities"});
   check_fields(j, known);
   ChatRequest r;
   r.c = parse_common(j, m, m.ctx, 1);
   r.logprobs = get_bool(j, "logprobs", false);
   r.top_logprobs = static_cast<int>(get_int(j, "top_logprobs", 0, 20, 0));
   if (has(j, "top_logprobs") && !r.logprobs) bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-  if (has(j, "response_format")) {
-    const ojson& rf = j.at("response_format");
-    if (!rf.is_object() || rf.value("type", "") != "text")
-      bad_request("response_format", "only {\"type\": \"text\"} is supported");
-  }
   if (!has(j, "messages")) bad_request("messages", "'messages' is required", "missing_required_parameter");
   const bool agp = get_bool(j, "add_generation_prompt", true);
-  r.prompt = chat_prompt(j.at("messages"), agp, has(j, "tools") ? j.at("tools") : ojson(nullptr), m);
+  r.tools = parse_tools(j, m);
+  if (r.tools.active()) {
+    if (r.c.gen.constraint)
+      bad_request("response_format", "'response_format' cannot be combined with tools; use tool_choice \"none\"");
+    r.c.gen.constraint = tool_call_constraint(r.tools, *m.tok, m.vocab);
+  }
+  r.prompt = chat_prompt(j.at("messages"), agp, has(j, "tools") ? j.at("tools") : ojson(nullptr),
+                         r.tools.active() ? tools_system_prompt(r.tools) : "", m);
   // max_tokens defaults to the rest of the context; the engine clamps it there anyway.
   const bool explicit_max = has(j, "max_tokens") || has(j, "max_completion_tokens");
   check_prompt_length(r.prompt.size(), explicit_max ? r.c.gen.max_tokens : 1, m, "messages");
   r.c.gen.logprobs = r.logprobs ? r.top_logprobs : -1;
+  const size_t tail = std::min<size_t>(r.prompt.size(), 4);
+  r.think_open = prompt_opens_think(m.tok->decode(std::span(r.prompt).last(tail), false));
   return r;
 }
 
 TokenizeRequest parse_tokenize(const ojson& j, const ModelInfo& m) {
-  check_fields(j, {"model", "prompt", "messages", "add_generation_prompt", "add_special_tokens", "tools"});
+  check_fields(j, {"model", "prompt", "messages", "add_generation_prompt", "add_special_tokens", "tools", "tool_choice",
+                   "parallel_tool_calls"});
   TokenizeRequest r;
   if (has(j, "messages")) {
     if (has(j, "prompt")) bad_request("prompt", "give either 'prompt' or 'messages', not both");
+    const ToolsRequest tools = parse_tools(j, m);
     r.tokens = chat_prompt(j.at("messages"), get_bool(j, "add_generation_prompt", true),
-                           has(j, "tools") ? j.at("tools") : ojson(nullptr), m);
+                           has(j, "tools") ? j.at("tools") : ojson(nullptr),
+                           tools.active() ? tools_system_prompt(tools) : "", m);
     return r;
   }
   if (!has(j, "prompt")) bad_request("prompt", "'prompt' or 'messages' is required", "missing_required_parameter");

@@ -5,11 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/engine.h"
 #include "server/api_error.h"
+#include "server/tool_calls.h"
 
 namespace dsv3 {
 class Tokenizer;
@@ -17,6 +19,8 @@ struct ChatTemplate;
 }  // namespace dsv3
 
 namespace dsv3::server {
+
+class VocabIndex;
 
 // What validation needs to know about the served model.
 struct ModelInfo {
@@ -27,6 +31,7 @@ struct ModelInfo {
   bool speculative = false;               // --speculative mtp: default for every request
   const Tokenizer* tok = nullptr;         // null: token ids only
   const ChatTemplate* tmpl = nullptr;     // null: no chat endpoint
+  std::shared_ptr<const VocabIndex> vocab;  // token bytes for constrained decoding (with tok)
   int max_n = 16;                         // most choices per request
 };
 
@@ -54,11 +59,17 @@ struct ChatRequest {
   std::vector<int32_t> prompt;
   bool logprobs = false;
   int top_logprobs = 0;
+  ToolsRequest tools;
+  bool think_open = false;  // the rendered prompt ends with <think> (R1): output starts as reasoning
 };
 
 struct TokenizeRequest {
   std::vector<int32_t> tokens;
 };
+
+// response_format: {"type": "text"} (nothing), {"type": "json_object"} or {"type": "json_schema",
+// "json_schema": {"name", "schema", "strict"}}; the factory constrains decoding to that JSON.
+ConstraintFactory parse_response_format(const nlohmann::ordered_json& rf, const ModelInfo& m);
 
 // Parses JSON text into an object, rejecting malformed text, non-objects and deep nesting.
 nlohmann::ordered_json parse_body(const std::string& body);
@@ -70,7 +81,9 @@ std::vector<int32_t> parse_detokenize(const nlohmann::ordered_json& j, const Mod
 
 // The chat prompt: messages validated and normalised (content parts joined), rendered with the
 // template and encoded with special-token matching, as apply_chat_template(tokenize=True) does.
+// `system_extra` (the tool definitions) ends the system prompt, or is one when there is none.
 std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                 const nlohmann::ordered_json& tools, const ModelInfo& m);
+                                 const nlohmann::ordered_json& tools, const std::string& system_extra,
+                                 const ModelInfo& m);
 
 }  // namespace dsv3::server

@@ -10,6 +10,26 @@ size_t utf8_length(const std::string& s) {
   return n;
 }
 
+ChatOutput::Delta ChatOutput::push(const std::string& text, bool last) {
+  ReasoningParser::Out r = reason_.push(text);
+  if (last) {
+    ReasoningParser::Out f = reason_.flush();
+    r.reasoning += f.reasoning;
+    r.content += f.content;
+  }
+  Delta d;
+  d.reasoning = std::move(r.reasoning);
+  d.first_call = calls_out_;
+  if (!tools_) {
+    d.content = std::move(r.content);
+    return d;
+  }
+  d.content = tp_.push(r.content);
+  if (last) d.content += tp_.flush();
+  while (calls_out_ < tp_.calls().size()) d.calls.push_back(tp_.calls()[calls_out_++]);
+  return d;
+}
+
 ojson usage_json(int64_t prompt, int64_t completion, int64_t cached) {
   ojson u;
   u["prompt_tokens"] = prompt;
@@ -165,9 +185,21 @@ ojson chat_body(const ResponseCtx& ctx, const ChatRequest& r, const RequestState
     }
     ojson ch;
     ch["index"] = c->index;
-    ch["message"] = {{"role", "assistant"}, {"content", text}};
+    ChatOutput out(r.think_open, r.tools.active());
+    const ChatOutput::Delta d = out.push(text, true);
+    ojson msg = {{"role", "assistant"}, {"content", d.content}};
+    if (out.saw_think()) msg["reasoning_content"] = d.reasoning;
+    std::string reason = finish_reason(c->info);
+    if (!d.calls.empty()) {  // the tool-call tokens become tool_calls
+      if (d.content.empty()) msg["content"] = nullptr;
+      ojson calls = ojson::array();
+      for (const ToolCall& call : d.calls) calls.push_back(tool_call_json(call, tool_call_id()));
+      msg["tool_calls"] = std::move(calls);
+      if (reason == "stop") reason = "tool_calls";
+    }
+    ch["message"] = std::move(msg);
     ch["logprobs"] = r.logprobs ? ojson{{"content", content}} : ojson(nullptr);
-    ch["finish_reason"] = finish_reason(c->info);
+    ch["finish_reason"] = reason;
     if (ctx.return_token_ids) add_token_ids(ch, c->prompt, ids);
     choices.push_back(std::move(ch));
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "server/job.h"
+#include "server/reasoning.h"
 #include "server/request.h"
 
 namespace dsv3::server {
@@ -25,6 +26,27 @@ struct ResponseCtx {
   const Tokenizer* tok = nullptr;
   bool as_ids = false;
   bool return_token_ids = false;
+};
+
+// The text of one chat choice, split as it streams into reasoning_content (a leading
+// <think>...</think>), content and, with tools, tool_calls.
+class ChatOutput {
+ public:
+  ChatOutput(bool think_open, bool tools) : reason_(think_open), tools_(tools) {}
+  struct Delta {
+    std::string reasoning, content;
+    std::vector<ToolCall> calls;  // calls completed by this text
+    size_t first_call = 0;        // index of calls[0] among the choice's calls
+  };
+  Delta push(const std::string& text, bool last);
+  bool saw_think() const { return reason_.saw_think(); }
+  size_t calls() const { return calls_out_; }
+
+ private:
+  ReasoningParser reason_;
+  ToolCallParser tp_;
+  bool tools_;
+  size_t calls_out_ = 0;
 };
 
 nlohmann::ordered_json usage_json(int64_t prompt, int64_t completion, int64_t cached);

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "server/request.h"
 #include "server/response.h"
 #include "server/stream.h"
+#include "server/token_mask.h"
 #include "server/web_page.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,6 +44,7 @@ struct Server::Impl {
   std::atomic<uint64_t> next_id{1};
   std::string id_prefix;
   int64_t started = 0;
+  socket_t listen_fd = INVALID_SOCKET;
 
   Impl(Engine& e, const Tokenizer* t, const ChatTemplate* c, const ServerOptions& o)
       : engine(e), tok(t), tmpl(c), opt(o) {
@@ -53,6 +56,7 @@ struct Server::Impl {
     info.speculative = o.speculative;
     info.tok = t;
     info.tmpl = c;
+    if (t) info.vocab = std::make_shared<VocabIndex>(*t);
     loop = std::make_unique<EngineLoop>(e, metrics, o.parallel);
     std::random_device rd;
     id_prefix = fmt::format("{:08x}", rd());
@@ -137,6 +141,8 @@ struct Server::Impl {
       so.logprobs = chat ? (ch->logprobs ? ch->top_logprobs : -1) : cr->logprobs;
       so.echo = !chat && cr->echo;
       so.include_usage = c->include_usage;
+      so.tools = chat && ch->tools.active();
+      so.think_open = chat && ch->think_open;
       auto sse = std::make_shared<SseStream>(ctx, st, *loop, metrics, so);
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");
@@ -232,6 +238,13 @@ struct Server::Impl {
         if (req.path == k) ep = k;
       metrics.on_request(ep, res.status);
     });
+    // cpp-httplib 0.11 listens with a backlog of 5: a burst of connections (256 clients at once)
+    // overflows it and, with SYN cookies, clients see their connections reset instead of a 429.
+    // Its socket hook tells us the listening socket, whose backlog bind() then raises.
+    http.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = sock;
+    });
     http.set_payload_max_length(opt.max_body);
     const int threads = opt.http_threads > 0 ? opt.http_threads : static_cast<int>(opt.parallel) + 16;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
@@ -271,6 +284,7 @@ int Server::bind() {
   } else if (!impl_->http.bind_to_port(o.host, port)) {
     fail("cannot listen on {}:{} (in use, or not an address of this machine)", o.host, port);
   }
+  if (impl_->listen_fd != INVALID_SOCKET) ::listen(impl_->listen_fd, SOMAXCONN);  // see routes()
   return port;
 }
 

@@ -19,6 +19,7 @@ SseStream::SseStream(ResponseCtx ctx, std::shared_ptr<RequestState> st, EngineLo
     : ctx_(std::move(ctx)), st_(std::move(st)), loop_(loop), metrics_(metrics), opt_(opt) {
   final_sent_.assign(st_->choices.size(), false);
   for (size_t i = 0; i < st_->choices.size(); ++i) lps_.push_back(std::make_unique<CompletionLogprobs>(ctx_, 0));
+  for (size_t i = 0; i < st_->choices.size(); ++i) outputs_.push_back(std::make_unique<ChatOutput>(opt_.think_open, opt_.tools));
 }
 
 void SseStream::collect(ChoiceState& c, size_t ci, std::vector<std::string>& out) {
@@ -38,10 +39,21 @@ void SseStream::collect(ChoiceState& c, size_t ci, std::vector<std::string>& out
       else lp.advance(p.raw);
     }
   }
-  if (!text.empty() || any_lp || (ctx_.return_token_ids && !ids.empty())) {
+  ojson delta = ojson::object();
+  if (opt_.chat) {  // reasoning_content, content and tool_calls as each becomes known
+    ChatOutput::Delta d = outputs_[ci]->push(text, c.finished);
+    if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
+    if (!d.content.empty() || (d.reasoning.empty() && d.calls.empty())) delta["content"] = d.content;
+    ojson calls = ojson::array();
+    for (size_t k = 0; k < d.calls.size(); ++k)
+      calls.push_back(tool_call_json(d.calls[k], tool_call_id(), static_cast<int>(d.first_call + k)));
+    if (!calls.empty()) delta["tool_calls"] = std::move(calls);
+    text = d.reasoning + d.content;
+  }
+  if (!text.empty() || delta.contains("tool_calls") || any_lp || (ctx_.return_token_ids && !ids.empty())) {
     ojson j;
     if (opt_.chat) {
-      j = chat_chunk(ctx_, c.index, {{"content", text}}, opt_.chat_logprobs ? ojson{{"content", chat_lp}} : ojson(nullptr),
+      j = chat_chunk(ctx_, c.index, std::move(delta), opt_.chat_logprobs ? ojson{{"content", chat_lp}} : ojson(nullptr),
                      nullptr);
     } else {
       j = completion_chunk(ctx_, c.index, text, opt_.logprobs >= 0 ? lp.take() : ojson(nullptr), nullptr);
@@ -55,7 +67,8 @@ void SseStream::collect(ChoiceState& c, size_t ci, std::vector<std::string>& out
       out.push_back(event(error_body(500, "generation failed: " + c.info.error, "server_error")));
       return;
     }
-    const std::string reason = finish_reason(c.info);
+    std::string reason = finish_reason(c.info);
+    if (opt_.chat && outputs_[ci]->calls() > 0 && reason == "stop") reason = "tool_calls";
     out.push_back(event(opt_.chat ? chat_chunk(ctx_, c.index, ojson::object(), nullptr, reason)
                                   : completion_chunk(ctx_, c.index, "", nullptr, reason)));
   }

@@ -24,6 +24,8 @@ struct StreamOptions {
   bool chat_logprobs = false;
   bool echo = false;
   bool include_usage = false;
+  bool tools = false;       // chat with tools: tool-call tokens become tool_calls deltas
+  bool think_open = false;  // the prompt ends inside <think>: the text starts as reasoning
 };
 
 class SseStream {
@@ -48,6 +50,7 @@ class SseStream {
   bool started_ = false, done_ = false;
   std::vector<bool> final_sent_;
   std::vector<std::unique_ptr<CompletionLogprobs>> lps_;  // per choice: running text offsets
+  std::vector<std::unique_ptr<ChatOutput>> outputs_;      // per choice (chat)
 };
 
 }  // namespace dsv3::server

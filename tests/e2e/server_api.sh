@@ -8,17 +8,11 @@ BIN="$1"
 FIX="${DSV3_FIXTURES:?}"
 DATA="${DSV3_TEST_DATA:?}"
 tmp="$(mktemp -d)"
+pid=""
+source "$(dirname "$0")/lib/server.bash"
 trap 'rc=$?; [ $rc = 0 ] || { echo "--- server stderr:"; cat "$tmp/err"; }; kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-"$BIN" serve -m "$FIX/v3-fp8" --port 0 --max-batch 4 --api-key sk-e2e >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in $(seq 1 600); do
-  grep -q "listening on" "$tmp/out" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { cat "$tmp/err"; echo "server died"; exit 1; }
-  sleep 0.1
-done
-url="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/out" | head -1)"
-[ -n "$url" ] || { echo "no URL"; exit 1; }
+start_server -m "$FIX/v3-fp8" --max-batch 4 --api-key sk-e2e
 
 python3 - "$url" "$DATA/ref.json" "$pid" <<'PY'
 import json, os, signal, sys, threading, time, urllib.request, urllib.error

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# dsv3 serve --cache-dir: a prompt's context-cache blocks written by one server process are hits
+# (prompt_cache_hit_tokens) for the next process started on the same directory, with the same
+# greedy continuation.
+#   tests/e2e/server_disk_cache.sh path/to/dsv3
+set -euo pipefail
+BIN="$1"
+FIX="${DSV3_FIXTURES:?}"
+tmp="$(mktemp -d)"
+pid=""
+source "$(dirname "$0")/lib/server.bash"
+trap 'rc=$?; [ $rc = 0 ] || { echo "--- server stderr:"; cat "$tmp/err" 2>/dev/null; }; [ -z "$pid" ] || kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+run_once() {  # prints "hit_tokens text" of one greedy request to a fresh server process
+  start_server -m "$FIX/v3-fp8" --cache-dir "$tmp/cache" --cache-disk-gb 1
+  python3 - "$url" <<'PY'
+import json, sys, urllib.request
+prompt = [(i * 37 + 11) % 1000 for i in range(200)]
+body = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "ignore_eos": True, "return_token_ids": True}
+r = urllib.request.Request(sys.argv[1] + "/v1/completions", data=json.dumps(body).encode(),
+                           headers={"Content-Type": "application/json"})
+res = json.load(urllib.request.urlopen(r, timeout=300))
+print(res["usage"]["prompt_cache_hit_tokens"], json.dumps(res["choices"][0]["token_ids"]))
+PY
+  kill -TERM $pid
+  wait $pid
+  pid=""
+}
+
+first="$(run_once)"
+second="$(run_once)"
+[ "${first%% *}" = 0 ] || { echo "first run hit the cache: $first"; exit 1; }
+[ "${second%% *}" = 192 ] || { echo "second run: expected 192 cached tokens, got: $second"; exit 1; }
+[ "${first#* }" = "${second#* }" ] || { echo "continuations differ: $first / $second"; exit 1; }
+ls "$tmp/cache"/*/*.kv >/dev/null
+echo "server_disk_cache: ok ($second)"
