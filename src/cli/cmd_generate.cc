@@ -205,8 +205,12 @@ int run_chat(const GenOpts& o) {
     const FinishInfo& f = r.info;
     const double tps = f.decode_seconds > 0 && f.completion_tokens > 1
                            ? static_cast<double>(f.completion_tokens - 1) / f.decode_seconds : 0;
-    fmt::print(stderr, "[{} tokens, {:.1f} tok/s, {} prompt tokens ({} cached)]\n", f.completion_tokens, tps,
-               f.prompt_tokens, f.cached_tokens);
+    // With --speculative mtp, how many of the MTP head's drafts the main model accepted.
+    const std::string mtp = g.speculative ? fmt::format(", MTP accepted {}/{} drafts ({:.0f}%)", f.accepted, f.drafted,
+                                                        f.drafted ? 100.0 * f.accepted / f.drafted : 0.0)
+                                          : "";
+    fmt::print(stderr, "[{} tokens, {:.1f} tok/s, {} prompt tokens ({} cached){}]\n", f.completion_tokens, tps,
+               f.prompt_tokens, f.cached_tokens, mtp);
     history.push_back({{"role", "assistant"}, {"content", answer}});
   }
   return 0;
