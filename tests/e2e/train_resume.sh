@@ -4,7 +4,7 @@
 #    float32 moments and bf16 weights; bf16 moments with fp8 weights);
 #  - a run killed with SIGKILL at a random moment leaves a complete checkpoint (or none) and
 #    resumes to the same bytes as the straight run;
-#  - the saved checkpoint loads in score/generate, and `dsv3 score` on the validation sequence
+#  - the saved checkpoint loads in score/generate/serve, and `dsv3 score` on the validation sequence
 #    agrees with the trainer's val_loss / val_mtp_loss within 1e-5;
 #  - the same seed and threads give the same bits; 1 and 2 threads agree within 1e-5.
 set -euo pipefail
@@ -64,6 +64,17 @@ done
 "$BIN" -q train "${COMMON[@]}" -t 2 --steps 3 --save-dtype f32 --out "$TMP/f32" --json > "$TMP/f32.log"
 "$BIN" -q generate -m "$TMP/straight" --prompt-ids 1,2,3 -n 4 --temperature 0 > /dev/null
 "$BIN" -q generate -m "$TMP/s8" --prompt-ids 1,2,3 -n 4 --temperature 0 > /dev/null
+# ... and serves: a scoring request on the FP8 checkpoint.
+tmp="$TMP"
+source "$(dirname "$0")/lib/server.bash"
+start_server -m "$TMP/s8"
+python3 - "$url" <<'PYEOF'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/v1/completions", headers={"Content-Type": "application/json"},
+                             data=json.dumps({"prompt": [1, 2, 3, 4], "max_tokens": 2, "temperature": 0}).encode())
+assert len(json.load(urllib.request.urlopen(req, timeout=60))["choices"]) == 1
+PYEOF
+kill "$pid"; wait "$pid" 2>/dev/null || true
 "$PY" - "$BIN" "$TMP" <<'PYEOF'
 import json, struct, subprocess, sys
 bin_, tmp = sys.argv[1:3]
