@@ -671,6 +671,141 @@ TEST(ServerConstrained, ResponseFormatGivesSchemaValidJson) {
   fs::remove_all(dir);
 }
 
+// A small JSON Schema validator for the subset the grammar compiles (type, properties, required,
+// additionalProperties false, enum, items, minItems/maxItems): the tests check outputs with it.
+bool schema_valid(const json& s, const json& v, std::string* why) {
+  auto fail = [&](const std::string& w) { *why = w + " at " + v.dump(); return false; };
+  if (s.contains("enum")) {
+    for (const json& e : s["enum"])
+      if (e == v && e.type() == v.type()) return true;
+    return fail("not in enum");
+  }
+  if (s.contains("type")) {
+    const std::string t = s["type"];
+    const bool ok = (t == "object" && v.is_object()) || (t == "array" && v.is_array()) || (t == "string" && v.is_string()) ||
+                    (t == "integer" && v.is_number_integer()) || (t == "number" && v.is_number()) ||
+                    (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null());
+    if (!ok) return fail("not a " + t);
+  }
+  if (v.is_object()) {
+    const json props = s.value("properties", json::object());
+    for (const json& r : s.value("required", json::array()))
+      if (!v.contains(r.get<std::string>())) return fail("missing " + r.get<std::string>());
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (props.contains(it.key())) {
+        if (!schema_valid(props[it.key()], *it, why)) return false;
+      } else if (s.contains("additionalProperties") && s["additionalProperties"] == false) {
+        return fail("extra key " + it.key());
+      }
+    }
+  }
+  if (v.is_array()) {
+    if (s.contains("minItems") && v.size() < s["minItems"].get<size_t>()) return fail("too few items");
+    if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return fail("too many items");
+    if (s.contains("items"))
+      for (const json& x : v)
+        if (!schema_valid(s["items"], x, why)) return false;
+  }
+  return true;
+}
+
+// Over 60 requests (different seeds and prompts, greedy and sampled, several schemas the grammar
+// was not written against: nested objects, arrays, enums, integers/numbers/booleans/null,
+// required), every json_schema answer is schema-valid and every json_object answer is an object.
+// The schemas bound everything the model may write (no free strings), so each answer completes
+// within max_tokens: finish_reason is "stop" for all of them.
+TEST(ServerConstrained, ManySeedsAndSchemasAreAllValid) {
+  const fs::path dir = real_vocab_model("json50");
+  {
+    server::ServerOptions o;
+    Running r(dir.string(), 4, o, 1024);
+    const std::vector<json> schemas = {
+        json::parse(R"({"type":"object","properties":{"user":{"type":"object","properties":{"id":{"type":"integer"},
+            "admin":{"type":"boolean"},"score":{"type":"number"}},"required":["id","admin"],"additionalProperties":false}},
+            "required":["user"],"additionalProperties":false})"),
+        json::parse(R"({"type":"object","properties":{"tags":{"type":"array","items":{"enum":["a","b","c"]},
+            "minItems":1,"maxItems":4},"count":{"type":"integer"}},"required":["tags","count"],"additionalProperties":false})"),
+        json::parse(R"({"type":"object","properties":{"x":{"type":"number"},"y":{"type":"integer"},"ok":{"type":"boolean"},
+            "z":{"type":"null"}},"required":["x","y","ok","z"],"additionalProperties":false})"),
+        json::parse(R"({"type":"array","items":{"type":"object","properties":{"k":{"enum":[1,2,"three",true,null]},
+            "v":{"type":"array","items":{"type":"integer"},"maxItems":2}},"required":["k"],"additionalProperties":false},
+            "minItems":1,"maxItems":3})"),
+        json::parse(R"({"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"object",
+            "properties":{"c":{"enum":["deep","deeper"]}},"required":["c"],"additionalProperties":false}},"required":["b"],
+            "additionalProperties":false},"flag":{"type":"boolean"}},"required":["a","flag"],"additionalProperties":false})"),
+    };
+    // Sanitizer builds run ~10x slower: one seed per schema there (the release suite runs all 50).
+#if defined(__SANITIZE_ADDRESS__)
+    constexpr int kSeeds = 1;
+#else
+    constexpr int kSeeds = 5;
+#endif
+    int valid = 0, total = 0, stops = 0;
+    for (size_t si = 0; si < schemas.size(); ++si)
+      for (int seed = 0; seed < kSeeds; ++seed)
+        for (double temp : {0.0, 1.0}) {
+          const json rf = {{"type", "json_schema"}, {"json_schema", {{"name", "s" + std::to_string(si)}, {"schema", schemas[si]}}}};
+          const json msgs = json::array({{{"role", "user"}, {"content", "Record " + std::to_string(seed * 7 + si) + " as JSON."}}});
+          const json res = post(r, "/v1/chat/completions", {{"messages", msgs}, {"max_tokens", 400}, {"temperature", temp},
+                                                            {"seed", seed}, {"response_format", rf}});
+          const json& ch = res["choices"][0];
+          ++total;
+          stops += ch["finish_reason"] == "stop";
+          EXPECT_EQ(ch["finish_reason"], "stop") << ch.dump();
+          const std::string text = ch["message"]["content"];
+          std::string why;
+          const json v = json::parse(text, nullptr, false);
+          if (!v.is_discarded() && schema_valid(schemas[si], v, &why)) ++valid;
+          else ADD_FAILURE() << "schema " << si << " seed " << seed << " temp " << temp << ": " << why << "\n" << text;
+        }
+    // json_object: an object, whatever the model writes in it. Every answer that ends (stop) parses
+    // as an object; on random weights a free string may run to max_tokens (finish_reason
+    // "length"), which is then a truncated object: it opens with '{' and is counted, not failed.
+    int obj_valid = 0, obj_total = 0, obj_cut = 0;
+    for (int seed = 0; seed < kSeeds; ++seed)
+      for (double temp : {0.0, 1.0}) {
+        const json msgs = json::array({{{"role", "user"}, {"content", "Object " + std::to_string(seed) + ", please."}}});
+        const json res = post(r, "/v1/chat/completions", {{"messages", msgs}, {"max_tokens", 100}, {"temperature", temp},
+                                                          {"seed", seed}, {"response_format", {{"type", "json_object"}}}});
+        const json& ch = res["choices"][0];
+        ++obj_total;
+        const std::string text = ch["message"]["content"];
+        const json v = json::parse(text, nullptr, false);
+        if (ch["finish_reason"] == "stop" && v.is_object()) ++obj_valid;
+        else if (ch["finish_reason"] == "length" && text.find_first_not_of(" \n\t\r") == text.find('{')) ++obj_cut;
+        else ADD_FAILURE() << "json_object seed " << seed << " temp " << temp << " (" << ch["finish_reason"] << "): " << text;
+      }
+    std::printf("[ json ] json_schema %d/%d valid (%d stop), json_object %d/%d valid, %d cut at max_tokens\n", valid,
+                total, stops, obj_valid, obj_total, obj_cut);
+    EXPECT_EQ(valid, total);
+    EXPECT_EQ(total, 10 * kSeeds);
+  }
+  fs::remove_all(dir);
+}
+
+// A tokenizer without the FIM tokens: a request with a suffix is a 400 naming "suffix".
+TEST(ServerChat, FimWithoutFimTokensIsA400) {
+  const fs::path dir = real_vocab_model("nofim");
+  {
+    json t = json::parse(std::ifstream(dir / "tokenizer.json"));
+    json kept = json::array();
+    for (const json& a : t["added_tokens"])
+      if (a["content"].get<std::string>().find("fim") == std::string::npos) kept.push_back(a);
+    ASSERT_EQ(kept.size() + 3, t["added_tokens"].size());
+    t["added_tokens"] = kept;
+    std::ofstream(dir / "tokenizer.json") << t.dump();
+    server::ServerOptions o;
+    Running r(dir.string(), 1, o, 1024);
+    const json e = post(r, "/v1/completions", {{"prompt", "def f():\n"}, {"suffix", "\n    return 1\n"}, {"max_tokens", 4}}, 400);
+    EXPECT_EQ(e["error"]["param"], "suffix") << e.dump();
+    EXPECT_EQ(e["error"]["code"], "no_fim_tokens") << e.dump();
+    // Without a suffix the same model still completes.
+    const json ok = post(r, "/v1/completions", {{"prompt", "def f():\n"}, {"max_tokens", 2}, {"ignore_eos", true}});
+    EXPECT_EQ(ok["usage"]["completion_tokens"], 2);
+  }
+  fs::remove_all(dir);
+}
+
 // Function calling, FIM, chat prefix completion and reasoning_content on the real-vocabulary model.
 TEST(ServerChat, ToolsFimPrefixAndReasoning) {
   const fs::path dir = real_vocab_model("tools");
@@ -740,6 +875,52 @@ TEST(ServerChat, ToolsFimPrefixAndReasoning) {
               "Use celsius.<｜Assistant｜>```python\n");
     const json pres = post(r, "/v1/chat/completions", {{"messages", pmsgs}, {"max_tokens", 3}, {"ignore_eos", true}});
     EXPECT_EQ(pres["usage"]["prompt_tokens"], ptk["count"]);
+    // The prompt ids are the layout: the rendered messages with the generation prompt, then the
+    // prefix's own tokens (no BOS, no end of sentence).
+    {
+      const json gen = post(r, "/tokenize", {{"messages", msgs}, {"add_generation_prompt", true}});
+      const json pre = post(r, "/tokenize", {{"prompt", "```python\n"}, {"add_special_tokens", false}});
+      json want_ids = gen["tokens"];
+      for (const json& t : pre["tokens"]) want_ids.push_back(t);
+      EXPECT_EQ(ptk["tokens"], want_ids);
+      const json ids = post(r, "/v1/chat/completions", {{"messages", pmsgs}, {"max_tokens", 2}, {"ignore_eos", true},
+                                                       {"return_token_ids", true}});
+      EXPECT_EQ(ids["choices"][0]["prompt_token_ids"], want_ids);
+    }
+    // A tool-call text fed through prefix completion is parsed into exactly the call it encodes
+    // (the constraint follows the prefix, so the model can only close the calls), streamed or not.
+    {
+      const std::string args = R"({"unit": "f"})";
+      json cmsgs = msgs;
+      cmsgs.push_back({{"role", "assistant"},
+                       {"content", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>set_unit\n```json\n" + args +
+                                       "\n```<｜tool▁call▁end｜>"},
+                       {"prefix", true}});
+      for (const char* choice : {"auto", "required"}) {
+        json cb = {{"messages", cmsgs}, {"tools", tools}, {"tool_choice", choice}, {"parallel_tool_calls", false},
+                   {"max_tokens", 40}, {"temperature", 1.0}, {"seed", 3}};
+        const json cr = post(r, "/v1/chat/completions", cb);
+        const json& ch = cr["choices"][0];
+        EXPECT_EQ(ch["finish_reason"], "tool_calls") << choice << " " << ch.dump();
+        EXPECT_TRUE(ch["message"]["content"].is_null()) << ch.dump();
+        ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << ch.dump();
+        EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["name"], "set_unit");
+        EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["arguments"], args);
+        json scall;
+        int ncalls = 0;
+        std::string sfinish;
+        for (const json& ev : post_stream(r, "/v1/chat/completions", cb))
+          for (const json& c : ev["choices"]) {
+            if (c["delta"].contains("tool_calls"))
+              for (const json& d : c["delta"]["tool_calls"]) scall = d, ++ncalls;
+            if (!c["finish_reason"].is_null()) sfinish = c["finish_reason"];
+          }
+        EXPECT_EQ(sfinish, "tool_calls");
+        EXPECT_EQ(ncalls, 1);
+        EXPECT_EQ(scall["function"]["name"], "set_unit");
+        EXPECT_EQ(scall["function"]["arguments"], args);
+      }
+    }
     pmsgs[0]["prefix"] = true;
     EXPECT_EQ(post(r, "/v1/chat/completions", {{"messages", pmsgs}}, 400)["error"]["param"], "messages[0].prefix");
 

@@ -74,6 +74,7 @@ DiskPrefixStore::DiskPrefixStore(const std::string& dir, uint64_t model_id, int6
       if (name.find(".tmp") != std::string::npos) fs::remove(e.path(), ec);  // an interrupted write
       continue;
     }
+    if (name.find_first_not_of("0123456789abcdef") < 16) continue;  // not one of ours
     const uint64_t key = std::stoull(name.substr(0, 16), nullptr, 16);
     found.push_back({e.last_write_time(), key});
     index_[key] = Entry{e.file_size(), 0};

@@ -440,6 +440,23 @@ ChatRequest parse_chat(const ojson& j, const ModelInfo& m) {
   r.c.gen.logprobs = r.logprobs ? r.top_logprobs : -1;
   const size_t tail = std::min<size_t>(r.prompt.size(), 4);
   r.think_open = prompt_opens_think(m.tok->decode(std::span(r.prompt).last(tail), false));
+  const ojson& msgs = j.at("messages");
+  if (msgs.is_array() && !msgs.empty() && msgs.back().is_object() && msgs.back().contains("prefix") &&
+      msgs.back().at("prefix").is_boolean() && msgs.back().at("prefix").get<bool>() &&
+      msgs.back().at("content").is_string()) {
+    r.assistant_prefix = msgs.back().at("content").get<std::string>();
+    // A prefix that opens tool calls: the tool-call constraint follows its tokens first, so the
+    // generation continues (and, for a complete call, closes) the calls it started.
+    if (r.tools.active() && r.assistant_prefix.find("<｜tool▁calls▁begin｜>") != std::string::npos) {
+      auto ids = std::make_shared<const std::vector<int32_t>>(m.tok->encode(utf8_sanitize(r.assistant_prefix), true));
+      ConstraintFactory inner = std::move(r.c.gen.constraint);
+      r.c.gen.constraint = [inner, ids]() {
+        std::unique_ptr<TokenConstraint> c = inner();
+        for (int32_t t : *ids) c->accept(t);
+        return c;
+      };
+    }
+  }
   return r;
 }
 

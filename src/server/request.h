@@ -61,6 +61,9 @@ struct ChatRequest {
   int top_logprobs = 0;
   ToolsRequest tools;
   bool think_open = false;  // the rendered prompt ends with <think> (R1): output starts as reasoning
+  // Chat prefix completion: the last (assistant, "prefix": true) message's text. With tools, tool
+  // calls it already opens are parsed as if generated (the output starts after it).
+  std::string assistant_prefix;
 };
 
 struct TokenizeRequest {

@@ -185,7 +185,7 @@ ojson chat_body(const ResponseCtx& ctx, const ChatRequest& r, const RequestState
     }
     ojson ch;
     ch["index"] = c->index;
-    ChatOutput out(r.think_open, r.tools.active());
+    ChatOutput out(r.think_open, r.tools.active(), r.assistant_prefix);
     const ChatOutput::Delta d = out.push(text, true);
     ojson msg = {{"role", "assistant"}, {"content", d.content}};
     if (out.saw_think()) msg["reasoning_content"] = d.reasoning;

@@ -32,7 +32,11 @@ struct ResponseCtx {
 // <think>...</think>), content and, with tools, tool_calls.
 class ChatOutput {
  public:
-  ChatOutput(bool think_open, bool tools) : reason_(think_open), tools_(tools) {}
+  // prefix: the assistant prefix the prompt ends with; with tools, a tool-call text in it is
+  // parsed as the start of this choice's calls (its content is the client's own, not repeated).
+  ChatOutput(bool think_open, bool tools, const std::string& prefix = "") : reason_(think_open), tools_(tools) {
+    if (tools_ && prefix.find("<｜tool▁calls▁begin｜>") != std::string::npos) tp_.push(prefix);
+  }
   struct Delta {
     std::string reasoning, content;
     std::vector<ToolCall> calls;  // calls completed by this text

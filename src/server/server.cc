@@ -143,6 +143,7 @@ struct Server::Impl {
       so.include_usage = c->include_usage;
       so.tools = chat && ch->tools.active();
       so.think_open = chat && ch->think_open;
+      if (chat) so.assistant_prefix = ch->assistant_prefix;
       auto sse = std::make_shared<SseStream>(ctx, st, *loop, metrics, so);
       res.set_header("Cache-Control", "no-cache");
       res.set_header("X-Accel-Buffering", "no");

@@ -19,7 +19,7 @@ SseStream::SseStream(ResponseCtx ctx, std::shared_ptr<RequestState> st, EngineLo
     : ctx_(std::move(ctx)), st_(std::move(st)), loop_(loop), metrics_(metrics), opt_(opt) {
   final_sent_.assign(st_->choices.size(), false);
   for (size_t i = 0; i < st_->choices.size(); ++i) lps_.push_back(std::make_unique<CompletionLogprobs>(ctx_, 0));
-  for (size_t i = 0; i < st_->choices.size(); ++i) outputs_.push_back(std::make_unique<ChatOutput>(opt_.think_open, opt_.tools));
+  for (size_t i = 0; i < st_->choices.size(); ++i) outputs_.push_back(std::make_unique<ChatOutput>(opt_.think_open, opt_.tools, opt_.assistant_prefix));
 }
 
 void SseStream::collect(ChoiceState& c, size_t ci, std::vector<std::string>& out) {

@@ -26,6 +26,7 @@ struct StreamOptions {
   bool include_usage = false;
   bool tools = false;       // chat with tools: tool-call tokens become tool_calls deltas
   bool think_open = false;  // the prompt ends inside <think>: the text starts as reasoning
+  std::string assistant_prefix;  // chat prefix completion: its text (tool calls it opens)
 };
 
 class SseStream {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dsv3 serve --cache-dir: a prompt's context-cache blocks written by one server process are hits
 # (prompt_cache_hit_tokens) for the next process started on the same directory, with the same
-# greedy continuation.
+# greedy continuation; a corrupted file is a miss with the same output.
 #   tests/e2e/server_disk_cache.sh path/to/dsv3
 set -euo pipefail
 BIN="$1"
@@ -34,3 +34,9 @@ second="$(run_once)"
 [ "${first#* }" = "${second#* }" ] || { echo "continuations differ: $first / $second"; exit 1; }
 ls "$tmp/cache"/*/*.kv >/dev/null
 echo "server_disk_cache: ok ($second)"
+
+# A 1,000-token prompt on the e2e-bf16 fixture: after a restart >= 960 tokens are hits with the
+# cold run's logprobs exactly; with every file corrupted, no hits and the same logprobs. (The
+# time-to-first-token ratio it prints means something on a bigger model: run
+# bench/bench_disk_cache.sh without a model argument.)
+bash "$(dirname "$0")/../../bench/bench_disk_cache.sh" "$BIN" "$FIX/e2e-bf16"
