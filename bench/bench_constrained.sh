@@ -18,14 +18,9 @@ cp "$FIX"/e2e-bf16/* "$tmp/model/"
 cp "$TOK/tokenizer.json" "$tmp/model/"
 chmod -R u+w "$tmp/model"
 
-"$BIN" serve -m "$tmp/model" --port 0 --max-batch 1 --ctx 1024 >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in $(seq 1 3000); do
-  grep -q "listening on" "$tmp/out" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { cat "$tmp/err"; exit 1; }
-  sleep 0.1
-done
-url="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/out" | head -1)"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/lib/server.bash"
+SERVER_WAIT_S=300
+start_server -m "$tmp/model" --max-batch 1 --ctx 1024
 
 python3 - "$url" "$ROUNDS" <<'PY'
 import json, statistics, sys, time, urllib.request

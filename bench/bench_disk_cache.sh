@@ -27,17 +27,9 @@ json.dump(c, open('$tmp/config.json', 'w'), indent=1)"
   echo "model: bench-dense with 2 layers, $(du -sh "$MODEL" | cut -f1)"
 fi
 
-start() {
-  "$BIN" serve -m "$MODEL" --port 0 --max-batch 1 --ctx 2048 --cache-dir "$tmp/cache" --cache-disk-gb 2 \
-    >"$tmp/out" 2>"$tmp/err" &
-  pid=$!
-  for _ in $(seq 1 3000); do
-    grep -q "listening on" "$tmp/out" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || { cat "$tmp/err"; exit 1; }
-    sleep 0.1
-  done
-  url="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/out" | head -1)"
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/lib/server.bash"
+SERVER_WAIT_S=300
+start() { start_server -m "$MODEL" --max-batch 1 --ctx 2048 --cache-dir "$tmp/cache" --cache-disk-gb 2; }
 stop() { kill -TERM $pid; wait $pid || true; pid=""; }
 
 run() {  # one streamed greedy request with a 1,000-token prompt to a fresh server: writes $tmp/$1.json
@@ -64,7 +56,8 @@ with req(prompt, True) as resp:
         for ch in ev["choices"]:
             if ch.get("text") is not None and ttft is None: ttft = time.perf_counter() - t0
             lp = ch.get("logprobs")
-            if lp: lps.append([lp["token_logprobs"], lp["top_logprobs"], lp["tokens"]])
+            # Flattened: how tokens are grouped into stream events depends on timing.
+            if lp: lps.extend(zip(lp["token_logprobs"], lp["top_logprobs"], lp["tokens"]))
         if ev.get("usage"): usage = ev["usage"]
 json.dump({"ttft": ttft, "usage": usage, "logprobs": lps}, open(out, "w"))
 PY

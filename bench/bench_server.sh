@@ -13,16 +13,11 @@ tmp="$(mktemp -d)"
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/lib/server.bash"
+SERVER_WAIT_S=300
 start() {  # model, extra args...
   local model="$1"; shift
-  "$BIN" serve -m "$model" --port 0 "$@" >"$tmp/out" 2>"$tmp/err" &
-  pid=$!
-  for _ in $(seq 1 3000); do
-    grep -q "listening on" "$tmp/out" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || { cat "$tmp/err"; exit 1; }
-    sleep 0.1
-  done
-  url="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/out" | head -1)"
+  start_server -m "$model" "$@"
 }
 stop() { kill -TERM $pid; wait $pid || true; pid=""; }
 

@@ -1,10 +1,11 @@
 # Sourced by the e2e server scripts: start_server ARGS... runs "$BIN serve ARGS --port 0" in the
 # background with stdout/stderr in "$tmp/out" / "$tmp/err", waits until it listens, and sets
-# $pid and $url. Needs $BIN and $tmp.
+# $pid and $url. Needs $BIN and $tmp; waits up to $SERVER_WAIT_S seconds (default 60) for a
+# large model to load. The benchmarks in bench/ source it too.
 start_server() {
   "$BIN" serve "$@" --port 0 >"$tmp/out" 2>"$tmp/err" &
   pid=$!
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 $((${SERVER_WAIT_S:-60} * 10))); do
     grep -q "listening on" "$tmp/out" 2>/dev/null && break
     kill -0 $pid 2>/dev/null || { cat "$tmp/err"; echo "server died"; exit 1; }
     sleep 0.1
