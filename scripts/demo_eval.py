@@ -32,6 +32,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo_corpus import inflections  # noqa: E402  (the corpus's own inflection rule)
+
 STOP = set('''a an the of to in on at by for with from into onto as or and nor but not no is are
 was were be been being that which who whom whose this these those it its their his her them they
 he she you your one ones some any something someone usually especially often esp very more most
@@ -55,18 +58,6 @@ def stem(w):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
             return w[:-len(suf)]
     return w
-
-
-def inflections(w, exc):
-    forms = {w, w + 's', w + 'es', w + 'ed', w + 'd', w + 'ing', w + 'er', w + 'est', w + "'s"}
-    if w.endswith('e'):
-        forms |= {w[:-1] + 'ing', w[:-1] + 'er', w[:-1] + 'est'}
-    if w.endswith('y') and len(w) > 2:
-        forms |= {w[:-1] + 'ies', w[:-1] + 'ied', w[:-1] + 'ier', w[:-1] + 'iest', w[:-1] + 'ily'}
-    if len(w) >= 3 and w[-1] not in 'aeiouwxy' and w[-2] in 'aeiou' and w[-3] not in 'aeiou':
-        forms |= {w + w[-1] + 'ed', w + w[-1] + 'ing', w + w[-1] + 'er', w + w[-1] + 'est'}
-    forms |= exc.get(w, set())
-    return forms
 
 
 def load_exceptions(wn='/usr/share/wordnet'):
