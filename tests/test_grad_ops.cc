@@ -10,16 +10,12 @@
 #include "core/dtype.h"
 #include "ops/grad.h"
 #include "ops/ops.h"
+#include "testing.h"
 
 namespace dsv3::ops {
 namespace {
 
-std::vector<float> rnd(size_t n, std::mt19937& rng, float sd = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using dsv3::testing::random_vec;
 
 double rel(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0, m = 1e-30;
@@ -42,8 +38,8 @@ WeightView f32_view(const std::vector<float>& w, int64_t rows, int64_t cols) {
 TEST(GradOps, MatmulWgradMatchesRef) {
   std::mt19937 rng(1);
   for (auto [n, R, C] : {std::tuple{1, 3, 5}, {37, 129, 70}, {200, 33, 257}, {5, 300, 9}}) {
-    const auto dy = rnd(static_cast<size_t>(n * (R + 3)), rng), x = rnd(static_cast<size_t>(n * (C + 1)), rng);
-    auto init = rnd(static_cast<size_t>(R * C), rng);
+    const auto dy = random_vec(static_cast<size_t>(n * (R + 3)), rng), x = random_vec(static_cast<size_t>(n * (C + 1)), rng);
+    auto init = random_vec(static_cast<size_t>(R * C), rng);
     for (bool acc : {false, true}) {
       std::vector<float> got = init, want = init;
       matmul_wgrad(dy.data(), n, R + 3, x.data(), C + 1, got.data(), R, C, acc);
@@ -57,7 +53,7 @@ TEST(GradOps, MatmulDgradMatchesRefForEveryWeightDtype) {
   std::mt19937 rng(2);
   for (DType dt : {DType::F32, DType::BF16}) {
     for (auto [n, R, C] : {std::tuple{1, 3, 5}, {37, 129, 70}, {64, 33, 257}}) {
-      const auto wf = rnd(static_cast<size_t>(R * C), rng);
+      const auto wf = random_vec(static_cast<size_t>(R * C), rng);
       std::vector<uint8_t> bytes(static_cast<size_t>(R * C) * dtype_size(dt));
       from_f32(dt, wf.data(), bytes.data(), static_cast<size_t>(R * C));
       WeightView w;
@@ -65,8 +61,8 @@ TEST(GradOps, MatmulDgradMatchesRefForEveryWeightDtype) {
       w.dtype = dt;
       w.rows = R;
       w.cols = C;
-      const auto dy = rnd(static_cast<size_t>(n * R), rng);
-      auto init = rnd(static_cast<size_t>(n * C), rng);
+      const auto dy = random_vec(static_cast<size_t>(n * R), rng);
+      auto init = random_vec(static_cast<size_t>(n * C), rng);
       for (bool acc : {false, true}) {
         std::vector<float> got = init, want = init;
         matmul_dgrad(dy.data(), n, R, w, got.data(), C, acc);
@@ -82,7 +78,7 @@ TEST(GradOps, MatmulDgradMatchesRefForEveryWeightDtype) {
 TEST(GradOps, RefTwinsMatchFiniteDifferences) {
   std::mt19937 rng(3);
   const int64_t n = 3, d = 19;
-  auto x = rnd(static_cast<size_t>(n * d), rng), w = rnd(static_cast<size_t>(d), rng), dy = rnd(static_cast<size_t>(n * d), rng);
+  auto x = random_vec(static_cast<size_t>(n * d), rng), w = random_vec(static_cast<size_t>(d), rng), dy = random_vec(static_cast<size_t>(n * d), rng);
   // L(x, w) = sum dy * rmsnorm(x, w)
   auto loss = [&](const std::vector<float>& xx, const std::vector<float>& ww) {
     std::vector<float> y(xx.size());
@@ -107,7 +103,7 @@ TEST(GradOps, RefTwinsMatchFiniteDifferences) {
     EXPECT_NEAR((loss(x, wp) - loss(x, wm)) / (2 * h), dw[j], 2e-3) << "dw " << j;
   }
   // silu_mul: L = sum dy * silu(g) * u
-  auto g = rnd(8, rng), u = rnd(8, rng), d8 = rnd(8, rng);
+  auto g = random_vec(8, rng), u = random_vec(8, rng), d8 = random_vec(8, rng);
   std::vector<float> dg(8), du(8);
   ref::silu_mul_backward(g.data(), u.data(), d8.data(), dg.data(), du.data(), 8);
   for (int i = 0; i < 8; ++i) {
@@ -116,7 +112,7 @@ TEST(GradOps, RefTwinsMatchFiniteDifferences) {
     EXPECT_NEAR((f(g[i], u[i] + h) - f(g[i], u[i] - h)) / (2 * h), du[i], 1e-3);
   }
   // softmax: L = sum c * softmax(z)
-  auto z = rnd(6, rng), cvec = rnd(6, rng);
+  auto z = random_vec(6, rng), cvec = random_vec(6, rng);
   auto sm = [&](std::vector<float> zz) {
     ref::softmax(zz.data(), 6);
     double s = 0;
@@ -138,7 +134,7 @@ TEST(GradOps, RefTwinsMatchFiniteDifferences) {
 TEST(GradOps, ElementwiseAndRowOpsMatchRef) {
   std::mt19937 rng(4);
   const int64_t n = 67, d = 131;
-  const auto x = rnd(static_cast<size_t>(n * d), rng), dy = rnd(static_cast<size_t>(n * d), rng), w = rnd(static_cast<size_t>(d), rng);
+  const auto x = random_vec(static_cast<size_t>(n * d), rng), dy = random_vec(static_cast<size_t>(n * d), rng), w = random_vec(static_cast<size_t>(d), rng);
   std::vector<float> dx1(x.size(), 1.0f), dx2(x.size(), 1.0f), dw1(w.size(), 0.5f), dw2(w.size(), 0.5f);
   rmsnorm_backward(x.data(), dy.data(), n, d, w.data(), 1e-6f, dx1.data(), dw1.data(), true);
   ref::rmsnorm_backward(x.data(), dy.data(), n, d, w.data(), 1e-6f, dx2.data(), dw2.data(), true);
@@ -151,7 +147,7 @@ TEST(GradOps, ElementwiseAndRowOpsMatchRef) {
   EXPECT_LT(rel(u1, u2), 1e-6);
   // Cross-entropy: loss and gradient, with a row that has no target.
   const int64_t V = 1001, rows = 5;
-  auto z = rnd(static_cast<size_t>(rows * V), rng, 3.0f);
+  auto z = random_vec(static_cast<size_t>(rows * V), rng, 3.0f);
   std::vector<int32_t> tg{3, -1, 1000, 0, 517};
   auto z1 = z, z2 = z;
   std::vector<float> lp1(rows), lp2(rows);
@@ -170,7 +166,7 @@ TEST(GradOps, ElementwiseAndRowOpsMatchRef) {
 TEST(GradOps, ResultsDoNotDependOnTheThreadCount) {
   std::mt19937 rng(5);
   const int64_t n = 150, R = 96, C = 130;
-  const auto dy = rnd(static_cast<size_t>(n * R), rng), x = rnd(static_cast<size_t>(n * C), rng), w = rnd(static_cast<size_t>(R * C), rng);
+  const auto dy = random_vec(static_cast<size_t>(n * R), rng), x = random_vec(static_cast<size_t>(n * C), rng), w = random_vec(static_cast<size_t>(R * C), rng);
   std::vector<float> a(static_cast<size_t>(R * C)), b(a.size()), da(static_cast<size_t>(n * C)), db(da.size());
   const int saved = num_threads();
   set_num_threads(1);

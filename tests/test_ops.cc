@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "testing.h"
 
 namespace dsv3::ops {
 namespace {
@@ -49,12 +50,7 @@ TestWeight random_weight(DType dt, int64_t rows, int64_t cols, std::mt19937& rng
   return w;
 }
 
-std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using dsv3::testing::random_vec;
 
 // Max |a-b| relative to max |ref| (norm-wise: fp32 reassociation errors scale with the sums).
 double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {

@@ -3,9 +3,19 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace dsv3::testing {
+
+// n values ~ N(0, sd^2) from rng (the op tests' random inputs).
+inline std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
 
 // Runs a shell command and returns its stdout; rc receives the exit status (-1 if it did not
 // exit normally, e.g. killed by a signal).
