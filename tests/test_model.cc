@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "runtime/model.h"
+#include "runtime/routing.h"
 #include "runtime/sampler.h"
 
 namespace dsv3 {
@@ -359,6 +360,36 @@ TEST_F(Batching, SharedPrefixBlocksGiveTheSameLogits) {
   expect_rows_close(ra.data(), base0.data() + 150 * V, 50, V, "A after B wrote");
   free_seq(m->cache(), a);
   free_seq(m->cache(), b);
+}
+
+// ---- group-limited routing: experts of dropped groups are -inf, not 0 ----
+
+// 8 experts in 4 groups, keep 2 groups, top-3. Every score is 0.5 and the biases make every
+// choice (score + bias) negative: groups 0 and 1 have the best top-2 sums and are kept. The
+// official code (-inf mask) picks 0, 1, 2; transformers' 0.0 fill would pick 4, 5, 6 (dropped
+// groups, 0 > any kept choice).
+TEST(Routing, DroppedGroupsAreMaskedToMinusInfinity) {
+  const ModelConfig c = ModelConfig::from_json(json{{"model_type", "deepseek_v3"},
+                                                    {"n_routed_experts", 8},
+                                                    {"n_group", 4},
+                                                    {"topk_group", 2},
+                                                    {"num_experts_per_tok", 3},
+                                                    {"topk_method", "noaux_tc"},
+                                                    {"scoring_func", "sigmoid"},
+                                                    {"norm_topk_prob", true},
+                                                    {"routed_scaling_factor", 2.5}});
+  Router r(c);
+  const std::vector<float> logits(8, 0.0f);
+  const std::vector<float> bias = {-0.6f, -0.6f, -0.7f, -0.7f, -0.9f, -0.9f, -0.8f, -0.8f};
+  std::vector<float> score(8), weight(3);
+  std::vector<int64_t> chosen(3);
+  r.route(logits.data(), bias.data(), score.data(), chosen.data(), weight.data());
+  EXPECT_EQ(chosen, (std::vector<int64_t>{0, 1, 2}));
+  for (float w : weight) EXPECT_FLOAT_EQ(w, 0.5f / 1.5f * 2.5f) << "gate weights from unbiased scores";
+  // With positive choices the mask makes no difference: the best groups' experts win.
+  const std::vector<float> up = {0.1f, 0.0f, 0.3f, 0.2f, -0.2f, -0.2f, -0.1f, -0.1f};
+  r.route(logits.data(), up.data(), score.data(), chosen.data(), weight.data());
+  EXPECT_EQ(chosen, (std::vector<int64_t>{2, 3, 0}));
 }
 
 // ---- bad inputs: dsv3::Error, never a crash ----

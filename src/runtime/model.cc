@@ -249,16 +249,16 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   // Heads run in parallel, each head's small matmul on one thread (nested regions are serial):
   // one parallel region instead of one per head.
   float* q_lat = grow(w.q_lat, n * nh * kvl);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
   for (int64_t hd = 0; hd < nh; ++hd)
     ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
 
   // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora].
   float* o_lat = grow(w.o_lat, n * nh * kvl);
   const float scale = static_cast<float>(c.softmax_scale());
-  const int nthreads = omp_get_max_threads();
+  const int nthreads = ops::num_threads();
   float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * ctx_);
-#pragma omp parallel for schedule(dynamic) collapse(2)
+#pragma omp parallel for schedule(dynamic) collapse(2) num_threads(ops::num_threads())
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t hd = 0; hd < nh; ++hd) {
       float* sc = scores_all + static_cast<int64_t>(omp_get_thread_num()) * ctx_;
@@ -281,7 +281,7 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   }
   // Up-project with W_uv per head, then o_proj.
   float* ov = grow(w.ov, n * nh * vd);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
   for (int64_t hd = 0; hd < nh; ++hd)
     ops::matmul(o_lat + hd * kvl, n, nh * kvl, A.kv_b.slice_rows(hd * (nope + vd) + nope, vd), ov + hd * vd, nh * vd);
   ops::matmul(ov, n, nh * vd, A.o, out, H);

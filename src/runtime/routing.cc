@@ -45,8 +45,11 @@ void Router::route(const float* lg, const float* bias, float* score, int64_t* ch
                       [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
     std::fill(keep_.begin(), keep_.end(), 0);
     for (int64_t k = 0; k < c_.topk_group; ++k) keep_[groups_[k].second] = 1;
+    // Experts of the other groups are out of the race: -inf, as the official inference code and
+    // vLLM mask them (transformers fills 0.0, which lets a masked expert win whenever
+    // score + bias < 0 for the kept ones).
     for (int64_t e = 0; e < E; ++e)
-      if (!keep_[e / per]) choice[e] = 0.0f;
+      if (!keep_[e / per]) choice[e] = -std::numeric_limits<float>::infinity();
   }
   for (int64_t e = 0; e < E; ++e) idx_[e] = e;
   std::partial_sort(idx_.begin(), idx_.begin() + K, idx_.end(), [&](int64_t a, int64_t b) {

@@ -15,8 +15,8 @@ class Router {
   explicit Router(const ModelConfig& c);
   // logits [E], bias [E] or null -> score [E] (sigmoid or softmax, unbiased), chosen [K]
   // expert ids (best first) and weight [K] (normalised when normalizes(), times the routed
-  // scaling factor). Masked groups are set to 0 as transformers does (spec: differs from -inf
-  // only when biased scores go negative).
+  // scaling factor). Experts of groups not kept are masked to -inf before the top-k (spec
+  // section 5; transformers' 0.0 fill differs when biased scores go negative).
   void route(const float* logits, const float* bias, float* score, int64_t* chosen, float* weight);
   // Whether weights are divided by the sum of the chosen scores. transformers' DeepseekV2 gate
   // never renormalises (it only scales); V3 does when norm_topk_prob.

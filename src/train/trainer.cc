@@ -87,13 +87,13 @@ void optimizer_step(const TrainOptions& o, Params& p, MomentState& mom, int64_t 
     const float decay = pt.decay ? static_cast<float>(1.0 - lr * o.weight_decay) : 1.0f;
     const float flr = static_cast<float>(lr);
     if (!adam) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
       for (int64_t i = 0; i < pt.numel; ++i) w[i] = w[i] * decay - flr * (g[i] * gscale);
       continue;
     }
     const float step = static_cast<float>(lr / bc1), sq = static_cast<float>(1.0 / std::sqrt(bc2));
     const float eps = static_cast<float>(o.adam_eps);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
     for (int64_t i = 0; i < pt.numel; ++i) {
       const int64_t j = pt.offset + i;
       const float gi = g[i] * gscale;

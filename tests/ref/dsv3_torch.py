@@ -251,7 +251,8 @@ class Model:
             gs = g.topk(2, -1).values.sum(-1) if meth == "noaux_tc" else g.max(-1).values  # [N, G]
             keep = torch.sort(gs, dim=-1, descending=True, stable=True).indices[:, : c["topk_group"]]
             gmask = torch.zeros_like(gs).scatter_(1, keep, 1.0).bool()
-            ch = ch.masked_fill(~gmask.repeat_interleave(E // G, 1), 0.0)  # transformers masks to 0
+            # -inf as the official code and the spec (transformers fills 0.0: differs when score+bias < 0)
+            ch = ch.masked_fill(~gmask.repeat_interleave(E // G, 1), float("-inf"))
         elif meth not in ("noaux_tc", "group_limited_greedy", "greedy"):
             raise SystemExit(f"config: topk_method {meth!r} unsupported")
         return torch.sort(ch, dim=-1, descending=True, stable=True).indices[:, :K]  # ties -> lower index
