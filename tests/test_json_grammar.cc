@@ -7,6 +7,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "runtime/sampler.h"
 #include "server/api_error.h"
@@ -171,6 +172,57 @@ TEST(JsonGrammar, RandomByteWalksAlwaysEndInValidJson) {
   }
 }
 
+// Shortest completion by breadth-first search over printable bytes (states deduplicated by
+// key): the independent answer min_close() must give.
+int shortest_completion(const JsonGrammarState& from) {
+  std::vector<JsonGrammarState> level(1);
+  level[0].copy_from(from);
+  std::set<std::string> seen{std::string(from.key())};
+  for (int d = 0; d <= 64; ++d) {
+    std::vector<JsonGrammarState> next;
+    for (const JsonGrammarState& st : level) {
+      if (st.complete()) return d;
+      for (int c = 0x21; c < 0xC0; ++c) {  // no whitespace (it never shortens a completion); 0x80-0xBF
+        if (c == 0x7f) continue;           // finish UTF-8 sequences
+        JsonGrammarState t;
+        t.copy_from(st);
+        if (!t.advance(static_cast<uint8_t>(c)) || !seen.insert(std::string(t.key())).second) continue;
+        next.emplace_back();
+        next.back().copy_from(t);
+      }
+    }
+    if (seen.size() > 2000000) return -2;  // the test's prefixes stay far below this
+    level = std::move(next);
+  }
+  return -1;
+}
+
+TEST(JsonGrammar, MinCloseIsTheShortestCompletion) {
+  const ojson nested = ojson::parse(R"({"type": "object", "properties": {
+      "list": {"type": "array", "items": {"type": "object", "properties": {"k": {"enum": ["abc", "de"]}},
+                                           "required": ["k"], "additionalProperties": false}, "minItems": 2},
+      "opt": {"type": "object", "properties": {"deep": {"type": "integer"}}, "required": ["deep"],
+              "additionalProperties": false},
+      "s": {"type": "string"}},
+    "required": ["list"], "additionalProperties": false})");
+  const auto any = JsonGrammar::any_object(), pers = person(), nest = JsonGrammar::from_schema(nested, "schema");
+  const std::pair<const JsonGrammar*, std::vector<std::string>> cases[] = {
+      {any.get(), {"", "{", "{\"", "{\"a", "{\"a\"", "{\"a\":", "{\"a\":[", "{\"a\":[{\"b\":\"x\\", "{\"a\":\"\\u0",
+                   "{\"a\":-", "{\"a\":1.", "{\"a\":1e+", "{\"a\":tr", "{\"a\":1,", "{\"a\":[1,", "{\"a\":\"\xe6\x97"}},
+      {pers.get(), {"{\"name\":\"x\",\"age\":1,\"k", "{\"name\":\"x\",\"age\":1",
+                    "{\"kind\":\"c", "{\"tags\":[\"a\",", "{\"addr\":{", "{\"addr\":{\"city\":n",
+                    "{\"name\":\"\",\"age\":0,\"kind\":7,"}},
+      {nest.get(), {"{\"list\":[{\"k\":\"de\"},{", "{\"list\":[{", "{\"list\":[{\"k\":\"d", "{\"list\":[{\"k\":\"de\"},",
+                    "{\"list\":[{\"k\":\"de\"},{\"k\":\"abc\"}", "{\"list\":[{\"k\":\"de\"},{\"k\":\"de\"}],\"o", "{\"list\":[{\"k\":\"de\"},{\"k\":\"de\"}],\"opt\":{"}},
+  };
+  for (const auto& [g, prefixes] : cases)
+    for (const std::string& prefix : prefixes) {
+      JsonGrammarState st(*g);
+      ASSERT_TRUE(st.advance(prefix)) << prefix;
+      EXPECT_EQ(st.min_close(), shortest_completion(st)) << "after '" << prefix << "'";
+    }
+}
+
 TEST(TokenMask, MatchesABruteForceWalkOfEveryToken) {
   const VocabIndex& v = *real_vocab();
   const Tokenizer& tok = real_tokenizer();
@@ -214,6 +266,7 @@ TEST(TokenMask, SamplingFromMaskedRandomLogitsGivesSchemaValidJson) {
   double mask_s = 0;
   int64_t tokens = 0;
   for (int run = 0; run < 6; ++run) {
+    const int budget = run < 3 ? 600 : 24 + 12 * run;  // the last runs must close in time
     auto c = factory();
     SamplingParams sp;
     sp.temperature = 1.0f;
@@ -221,12 +274,12 @@ TEST(TokenMask, SamplingFromMaskedRandomLogitsGivesSchemaValidJson) {
     sp.seed = static_cast<uint64_t>(run);
     Sampler sampler(sp);
     std::vector<int32_t> out;
-    for (int step = 0; step < 600; ++step) {
+    for (int step = 0; step < budget; ++step) {
       const size_t off = rng() % 65536;  // fresh-enough random logits without 129K draws a step
       std::copy(table.begin() + off, table.begin() + off + V, logits.begin());
       logits[static_cast<size_t>(tok.eos_id())] = 8.0f;  // a model that wants to stop
       const auto t0 = std::chrono::steady_clock::now();
-      c->mask(logits.data(), V);
+      c->mask(logits.data(), V, budget - step);
       mask_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++tokens;
       const int32_t t = sampler.sample(logits.data(), V, {}, out);
@@ -238,18 +291,47 @@ TEST(TokenMask, SamplingFromMaskedRandomLogitsGivesSchemaValidJson) {
     ASSERT_FALSE(out.empty());
     const std::string text = tok.decode(out);
     auto parsed = nlohmann::json::parse(text, nullptr, false);
-    if (parsed.is_discarded()) {
-      // Ran out of steps mid-value (random logits love long strings): the prefix must still be
-      // one the grammar accepts.
-      const auto g = person();
-      JsonGrammarState st(*g);
-      EXPECT_TRUE(st.advance(std::string_view(text))) << text;
-      continue;
-    }
+    ASSERT_FALSE(parsed.is_discarded()) << "budget " << budget << ": " << text;
     expect_person(parsed);
   }
   std::printf("[ mask ] %.3f ms per token over %lld tokens (129K vocabulary, cache by state)\n",
               1e3 * mask_s / static_cast<double>(tokens), static_cast<long long>(tokens));
+}
+
+// json_object from logits that never favour ending (EOS and structure tokens get no boost):
+// every budget from 2 tokens up must still give one complete JSON object.
+TEST(TokenMask, JsonObjectClosesWithinEveryTokenBudget) {
+  const Tokenizer& tok = real_tokenizer();
+  const int64_t V = tok.vocab_limit();
+  auto factory = json_constraint(JsonGrammar::any_object(), real_vocab());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> noise(0.0f, 2.0f);
+  std::vector<float> table(static_cast<size_t>(V) + 65536), logits(static_cast<size_t>(V));
+  for (auto& x : table) x = noise(rng);
+  for (int budget : {2, 3, 5, 8, 13, 21, 34, 55, 89}) {
+    for (int run = 0; run < 3; ++run) {
+      auto c = factory();
+      SamplingParams sp;
+      sp.temperature = run == 0 ? 0.0f : 1.0f;
+      sp.seed = static_cast<uint64_t>(run);
+      Sampler sampler(sp);
+      std::vector<int32_t> out;
+      for (int step = 0; step < budget; ++step) {
+        const size_t off = rng() % 65536;
+        std::copy(table.begin() + off, table.begin() + off + V, logits.begin());
+        logits[static_cast<size_t>(tok.eos_id())] = -20.0f;
+        c->mask(logits.data(), V, budget - step);
+        const int32_t t = sampler.sample(logits.data(), V, {}, out);
+        ASSERT_TRUE(std::isfinite(logits[static_cast<size_t>(t)]));
+        c->accept(t);
+        if (t == tok.eos_id()) break;
+        out.push_back(t);
+      }
+      const std::string text = tok.decode(out);
+      const auto parsed = nlohmann::json::parse(text, nullptr, false);
+      ASSERT_TRUE(parsed.is_object()) << "budget " << budget << " run " << run << ": " << text;
+    }
+  }
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ std::string generate(const ConstraintFactory& f, uint64_t seed, int32_t boost = 
     for (const char* s : {"\"", "\",", "}", "c", "f", "1"})
       if (auto id = tok.token_id(s)) logits[static_cast<size_t>(*id)] = 10.0f;
     if (step == 0 && boost >= 0) logits[static_cast<size_t>(boost)] = 30.0f;
-    c->mask(logits.data(), V);
+    c->mask(logits.data(), V, 800 - step);
     const int32_t t = sampler.sample(logits.data(), V, {}, out);
     EXPECT_TRUE(std::isfinite(logits[static_cast<size_t>(t)]));
     c->accept(t);
@@ -200,7 +200,7 @@ TEST(ToolCallConstraint, AutoIsFreeUntilTheModelOpensACall) {
   // Nothing is masked while the model writes text.
   auto c = f();
   std::vector<float> logits(static_cast<size_t>(e.tok->vocab_limit()), 0.5f);
-  c->mask(logits.data(), static_cast<int64_t>(logits.size()));
+  c->mask(logits.data(), static_cast<int64_t>(logits.size()), 100);
   for (float x : logits) ASSERT_EQ(x, 0.5f);
   // Once it opens the calls, the rest is forced.
   const std::string text = generate(f, 7, *e.tok->token_id("<｜tool▁calls▁begin｜>"));

@@ -11,8 +11,9 @@ namespace dsv3 {
 class TokenConstraint {
  public:
   virtual ~TokenConstraint() = default;
-  // Sets logits[v] = -inf for every token v that may not come next. logits: [V]
-  virtual void mask(float* logits, int64_t V) = 0;
+  // Sets logits[v] = -inf for every token v that may not come next. `left`: tokens the sequence
+  // may still generate, this one included (a grammar closes its value in time). logits: [V]
+  virtual void mask(float* logits, int64_t V, int64_t left) = 0;
   // Follows a token sampled from a row this constraint masked.
   virtual void accept(int32_t token) = 0;
 };

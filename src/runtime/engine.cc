@@ -181,7 +181,7 @@ int32_t Engine::pick(Seq& s, const float*& row) {
   const int64_t V = model_.config().vocab_size;
   if (s.constraint) {
     s.masked.assign(row, row + V);
-    s.constraint->mask(s.masked.data(), V);
+    s.constraint->mask(s.masked.data(), V, s.opt.max_tokens - s.generated());
     row = s.masked.data();
   }
   return s.sampler.sample(row, V, std::span(s.tokens.data(), static_cast<size_t>(s.n_prompt)),

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "server/api_error.h"
@@ -219,10 +220,57 @@ class Compiler {
 
 }  // namespace
 
+namespace {
+
+constexpr int kNever = 1 << 28;  // "no value fits" (an object whose required value cannot be written)
+
+// Bytes of `,"name":` + the shortest value of property i (the comma is dropped for the first).
+int prop_bytes(const JsonGrammar& g, const SchemaNode& n, size_t i) {
+  return 4 + static_cast<int>(n.prop_names[i].size()) + g.min_bytes[static_cast<size_t>(n.prop_nodes[i])];
+}
+
+// What an object still needs once the properties in `seen` are written: the missing required
+// ones (each with its comma) and the closing brace.
+int object_rest(const JsonGrammar& g, const SchemaNode& n, uint64_t seen) {
+  int64_t total = 1;
+  for (size_t i = 0; i < n.prop_names.size(); ++i)
+    if ((n.required & ~seen) >> i & 1) total += prop_bytes(g, n, i);
+  return static_cast<int>(std::min<int64_t>(total, kNever));
+}
+
+int array_min(const JsonGrammar& g, const SchemaNode& n, int items) {
+  if (items <= 0) return 1;
+  return static_cast<int>(std::min<int64_t>(int64_t{items} * (1 + g.min_bytes[static_cast<size_t>(n.items)]), kNever));
+}
+
+// min_bytes of every node: a fixed point, since the any-node refers to itself (its own shortest
+// value is a number, so it settles at once; a schema is otherwise a tree).
+void compute_min_bytes(JsonGrammar& g) {
+  g.min_bytes.assign(g.nodes.size(), kNever);
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t id = 0; id < g.nodes.size(); ++id) {
+      const SchemaNode& n = g.nodes[id];
+      int best = kNever;
+      for (const std::string& lit : n.literals) best = std::min(best, static_cast<int>(lit.size()));
+      if (!n.enum_only) {
+        if (n.types & (kNumber | kInteger)) best = std::min(best, 1);
+        if (n.types & kString) best = std::min(best, 2);
+        if (n.types & kArray) best = std::min(best, 1 + array_min(g, n, n.min_items));  // "[" + items + "]"
+        if (n.types & kObject) best = std::min(best, object_rest(g, n, 0) + (n.required ? 0 : 1));
+      }
+      if (best < g.min_bytes[id]) g.min_bytes[id] = best, changed = true;
+    }
+  }
+}
+
+}  // namespace
+
 std::shared_ptr<const JsonGrammar> JsonGrammar::any_object() {
   auto g = std::make_shared<JsonGrammar>();
   Compiler c(*g, "");
   c.compile(ojson{{"type", "object"}}, "");
+  compute_min_bytes(*g);
   return g;
 }
 
@@ -230,6 +278,7 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const ojson& schema,
   auto g = std::make_shared<JsonGrammar>();
   Compiler c(*g, param);
   c.compile(schema, param);  // the root is node 0
+  compute_min_bytes(*g);
   return g;
 }
 
@@ -419,6 +468,76 @@ bool JsonGrammarState::advance(uint8_t c) {
     }
   }
   return false;  // nothing may follow the complete value
+}
+
+int JsonGrammarState::min_close() const {
+  const JsonGrammar& g = *g_;
+  int64_t total = 0;
+  // Each frame's cost to finish, top first; a frame below continues once the one above is done.
+  for (int d = depth_ - 1; d >= 0; --d) {
+    const JsonFrame& fr = f_[static_cast<size_t>(d)];
+    const SchemaNode& n = g.nodes[fr.node];
+    switch (fr.kind) {
+      case kValue: total += g.min_bytes[fr.node]; break;
+      case kStr:  // owed escape or UTF-8 bytes, then the quote
+        total += (fr.sub == 1 ? 1 : fr.sub >= 2 ? 6 - fr.sub : fr.utf8 & 3) + 1;
+        break;
+      case kNum: total += num_accepting(fr.sub) ? 0 : 1; break;
+      case kLit: {
+        int best = kNever;
+        for (size_t i = 0; i < n.literals.size(); ++i)
+          if (fr.bits >> i & 1) best = std::min(best, static_cast<int>(n.literals[i].size()) - fr.pos);
+        total += best;
+        break;
+      }
+      case kKey: {  // the key, its value and the rest of the object below it (frame d-1)
+        const JsonFrame& obj = f_[static_cast<size_t>(d - 1)];
+        int64_t best = kNever;
+        bool exact = false;  // the key as typed is a property name: closing it now picks that one
+        for (size_t i = 0; i < n.prop_names.size(); ++i) {
+          if (!(fr.bits >> i & 1) || (obj.bits >> i & 1)) continue;
+          const int left = static_cast<int>(n.prop_names[i].size()) - fr.pos;
+          best = std::min<int64_t>(best, left + 2 + g.min_bytes[static_cast<size_t>(n.prop_nodes[i])] +
+                                             object_rest(g, n, obj.bits | 1ull << i));
+        }
+        for (size_t i = 0; i < n.prop_names.size(); ++i)
+          exact |= (fr.bits >> i & 1) && static_cast<int>(n.prop_names[i].size()) == fr.pos;
+        if (n.additional >= 0) {
+          const int owed = fr.sub == 1 ? 1 : fr.sub >= 2 ? 6 - fr.sub : fr.utf8 & 3;
+          best = std::min<int64_t>(best, owed + (exact && owed == 0 ? 1 : 0) + 2 +
+                                             g.min_bytes[static_cast<size_t>(n.additional)] + object_rest(g, n, obj.bits));
+        }
+        total += best;
+        --d;  // the object's frame is accounted for
+        break;
+      }
+      case kObj: {
+        const bool missing = (n.required & ~fr.bits) != 0;
+        if (fr.sub == 2) {  // ':' then the value of the key just read
+          total += 1 + g.min_bytes[fr.child] + object_rest(g, n, fr.bits);
+        } else if (fr.sub == 3 || (fr.sub == 0 && !missing)) {
+          total += object_rest(g, n, fr.bits) - (fr.sub == 0 && missing ? 1 : 0);
+        } else if (missing) {  // after '{' or ',' with required keys to come: no comma first
+          total += object_rest(g, n, fr.bits) - 1;
+        } else {  // after ',' and nothing required: some key must still come
+          int64_t best = kNever;
+          for (size_t i = 0; i < n.prop_names.size(); ++i)
+            if (!(fr.bits >> i & 1)) best = std::min<int64_t>(best, prop_bytes(g, n, i) - 1);
+          if (n.additional >= 0) best = std::min<int64_t>(best, 3 + g.min_bytes[static_cast<size_t>(n.additional)]);
+          total += best + 1;
+        }
+        break;
+      }
+      case kArr: {  // after '[': the required items and ']'; after an item: ',' before each more
+        const int more = n.min_items - (fr.sub == 0 ? 0 : fr.pos);
+        total += array_min(g, n, more) + (fr.sub != 0 && more > 0 ? 1 : 0);
+        break;
+      }
+      default: break;
+    }
+    if (total >= kNever) return kNever;
+  }
+  return static_cast<int>(total);
 }
 
 bool json_grammar_accepts(const JsonGrammar& g, std::string_view text) {

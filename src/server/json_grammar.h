@@ -35,6 +35,7 @@ struct SchemaNode {
 
 struct JsonGrammar {
   std::vector<SchemaNode> nodes;
+  std::vector<int> min_bytes;  // [nodes] length of the shortest value each node accepts
   // response_format {"type": "json_object"}: an object whose values are any JSON.
   static std::shared_ptr<const JsonGrammar> any_object();
   // Compiles a JSON Schema; throws ApiError 400 whose param is `param` + the path of the bad
@@ -75,6 +76,9 @@ class JsonGrammarState {
   }
   // One whole value has been written (a root number may still grow, but may also end here).
   bool complete() const;
+  // Length of the shortest byte string that makes the state complete(): what constrained
+  // decoding keeps within the tokens left, so a value always closes before max_tokens.
+  int min_close() const;
   // Copies only the live frames (what advance() reads), which is what makes walking many token
   // candidates from one state cheap.
   void copy_from(const JsonGrammarState& o);

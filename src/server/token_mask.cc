@@ -65,11 +65,19 @@ int64_t mask_logits(float* logits, int64_t V, const std::vector<uint64_t>* bits,
   return kept;
 }
 
-void JsonConstraint::mask(float* logits, int64_t V) {
-  const auto m = ended_ ? nullptr : cache_->get(*vocab_, st_.key(), st_);
+void JsonConstraint::mask(float* logits, int64_t V, int64_t left) {
+  std::shared_ptr<const CachedMask> m = ended_ ? nullptr : cache_->get(*vocab_, st_.key(), st_);
+  // The tokens left after this one must suffice to close the value: a byte-level vocabulary has
+  // a token for every byte, so a state needing c bytes closes within c tokens. Only near the
+  // end of max_tokens does this drop anything; if nothing would remain, the plain mask stays.
+  if (m && left > 0 && m->max_close > left - 1) {
+    const int limit = static_cast<int>(std::min<int64_t>(left - 1, INT_MAX - 1));
+    auto tight = cache_->get(*vocab_, st_.key(), st_, limit);
+    if (std::any_of(tight->bits.begin(), tight->bits.end(), [](uint64_t w) { return w != 0; })) m = tight;
+  }
   const int32_t eos = vocab_->eos();
   const bool done = !ended_ && st_.complete();  // EOS once the value is complete
-  mask_logits(logits, V, m.get(), std::span<const int32_t>(&eos, done ? 1 : 0), eos);
+  mask_logits(logits, V, m ? &m->bits : nullptr, std::span<const int32_t>(&eos, done ? 1 : 0), eos);
 }
 
 void JsonConstraint::accept(int32_t token) {

@@ -5,6 +5,8 @@
 // the prefix up to it. Masks are cached by the automaton state (JsonGrammarState::key), which
 // repeats a lot: every token inside a plain string leaves the same state.
 #pragma once
+#include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -34,9 +36,11 @@ class VocabIndex {
   bool is_text(int32_t id) const { return id >= 0 && id < vocab_ && text_[static_cast<size_t>(id)]; }
 
   // Bit v of the result: token v's bytes take `from` to a state that is still valid. [vocab/64]
-  // State: a byte automaton with copy_from(const State&) and advance(uint8_t) -> bool.
+  // State: a byte automaton with copy_from(const State&) and advance(uint8_t) -> bool. Where it
+  // also has min_close() (bytes still needed to finish), tokens whose end state needs more than
+  // `limit` are left out, and *max_close gets the largest need among the tokens kept.
   template <class State>
-  std::vector<uint64_t> allowed(const State& from) const {
+  std::vector<uint64_t> allowed(const State& from, int limit = INT_MAX, int* max_close = nullptr) const {
     std::vector<uint64_t> mask((static_cast<size_t>(vocab_) + 63) / 64, 0);
     // states[d]: `from` after the first d bytes of the current candidate. Valid up to the depth
     // the previous candidate reached, which covers the prefix the current one shares with it.
@@ -56,7 +60,13 @@ class VocabIndex {
           break;
         }
       }
-      if (fail_at == SIZE_MAX) mask[static_cast<size_t>(order_[i]) / 64] |= 1ull << (order_[i] % 64);
+      if (fail_at != SIZE_MAX) continue;
+      if constexpr (requires(const State& s) { s.min_close(); }) {
+        const int need = states[b.size()].min_close();
+        if (need > limit) continue;
+        if (max_close) *max_close = std::max(*max_close, need);
+      }
+      mask[static_cast<size_t>(order_[i]) / 64] |= 1ull << (order_[i] % 64);
     }
     return mask;
   }
@@ -70,24 +80,34 @@ class VocabIndex {
   size_t max_len_ = 0;
 };
 
+struct CachedMask {
+  std::vector<uint64_t> bits;  // [vocab/64] VocabIndex::allowed
+  int max_close = 0;           // the most bytes any allowed token leaves to finish the value
+};
+
 // Masks shared by the choices of one request (they walk the same grammar); the engine's single
 // step thread is the only caller, the lock only keeps that assumption from being load-bearing.
 class MaskCache {
  public:
   static constexpr size_t kMaxEntries = 256;  // 256 x 16 KB for the 129K V3 vocabulary
-  // `key` identifies the state's future (State::key()); the mask is computed on a miss.
+  // `key` identifies the state's future (State::key()); the mask (for `limit`, see
+  // VocabIndex::allowed) is computed on a miss.
   template <class State>
-  std::shared_ptr<const std::vector<uint64_t>> get(const VocabIndex& vocab, std::string_view key, const State& st) {
+  std::shared_ptr<const CachedMask> get(const VocabIndex& vocab, std::string_view key, const State& st,
+                                        int limit = INT_MAX) {
+    std::string k(key);
+    if (limit != INT_MAX) k.append(reinterpret_cast<const char*>(&limit), sizeof limit);
     std::lock_guard<std::mutex> lk(mu_);
-    auto it = map_.find(std::string(key));
+    auto it = map_.find(k);
     if (it != map_.end()) {
       ++hits_;
       return it->second;
     }
     ++misses_;
     if (map_.size() >= kMaxEntries) map_.clear();  // states rarely recur after this many
-    auto m = std::make_shared<const std::vector<uint64_t>>(vocab.allowed(st));
-    map_.emplace(std::string(key), m);
+    auto m = std::make_shared<CachedMask>();
+    m->bits = vocab.allowed(st, limit, &m->max_close);
+    map_.emplace(std::move(k), m);
     return m;
   }
   size_t hits() const { return hits_; }
@@ -95,7 +115,7 @@ class MaskCache {
 
  private:
   std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<const std::vector<uint64_t>>> map_;
+  std::unordered_map<std::string, std::shared_ptr<const CachedMask>> map_;
   size_t hits_ = 0, misses_ = 0;
 };
 
@@ -109,7 +129,7 @@ class JsonConstraint : public TokenConstraint {
  public:
   JsonConstraint(std::shared_ptr<const JsonGrammar> g, std::shared_ptr<const VocabIndex> vocab,
                  std::shared_ptr<MaskCache> cache);
-  void mask(float* logits, int64_t V) override;
+  void mask(float* logits, int64_t V, int64_t left) override;
   void accept(int32_t token) override;
   const JsonGrammarState& state() const { return st_; }
 

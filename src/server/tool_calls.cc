@@ -234,13 +234,13 @@ class ToolCallConstraint : public TokenConstraint {
                      std::shared_ptr<MaskCache> cache)
       : p_(std::move(p)), vocab_(std::move(v)), cache_(std::move(cache)), phase_(p_->free_start ? kFree : kCallsBegin) {}
 
-  void mask(float* logits, int64_t V) override {
+  void mask(float* logits, int64_t V, int64_t /*left*/) override {
     const ToolProgram& p = *p_;
     auto only = [&](std::initializer_list<int32_t> ids, const SegmentState* text) {
       std::vector<int32_t> also(ids);
-      std::shared_ptr<const std::vector<uint64_t>> bits;
-      if (text) bits = cache_->get(*vocab_, text->key(), *text);
-      mask_logits(logits, V, bits.get(), also, p.eos);
+      std::shared_ptr<const CachedMask> m;
+      if (text) m = cache_->get(*vocab_, text->key(), *text);
+      mask_logits(logits, V, m ? &m->bits : nullptr, also, p.eos);
     };
     switch (phase_) {
       case kFree: case kOff: return;
