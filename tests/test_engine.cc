@@ -173,6 +173,27 @@ TEST(Engine, SpeculativeMtpGivesTheSameGreedyOutput) {
   expect_cache_empty(*m);
 }
 
+// A draft vocabulary of the first D ids: drafts come only from there, the output never changes.
+// With D = 1 the only possible draft is id 0, so nothing is accepted unless the model emits it.
+TEST(Engine, DraftVocabularyLimitsDraftsNotOutput) {
+  auto m = v3();
+  const int64_t V = m->config().vocab_size;
+  for (int64_t d : {int64_t{1}, V / 3, V + 5}) {
+    const Result plain = run_alone(*m, prompt(1), greedy(24));
+    GenerateOptions g = greedy(24, true);
+    g.draft_vocab = d;
+    const Result spec = run_alone(*m, prompt(1), g);
+    EXPECT_EQ(spec.tokens, plain.tokens) << "draft vocabulary " << d;
+    EXPECT_GT(spec.info.drafted, 0);
+    if (d == 1) EXPECT_EQ(spec.info.accepted, std::count(plain.tokens.begin(), plain.tokens.end(), 0));
+    if (d > V) EXPECT_EQ(spec.info.accepted, run_alone(*m, prompt(1), greedy(24, true)).info.accepted);
+  }
+  GenerateOptions bad = greedy(4, true);
+  bad.draft_vocab = -1;
+  EXPECT_THROW(run_alone(*m, prompt(1), bad), Error);
+  expect_cache_empty(*m);
+}
+
 TEST(Engine, ConcurrentRequestsEqualEachAlone) {
   auto m = v3();
   const auto p0 = prompt(0), p1 = prompt(1), p2 = prompt(2);

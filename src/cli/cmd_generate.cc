@@ -27,6 +27,7 @@ struct GenOpts {
   float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
   float presence_penalty = 0.0f, frequency_penalty = 0.0f;
   int top_k = 0;
+  int64_t draft_vocab = 0;
   uint64_t seed = 0;
   bool chat = false, ignore_eos = false, json = false, no_bos = false;
   std::vector<std::string> stop;
@@ -45,6 +46,10 @@ void add_sampling_args(CLI::App& app, GenOpts& o) {
   app.add_option("--stop", o.stop, "Stop when this text appears (repeatable)");
   app.add_flag("--ignore-eos", o.ignore_eos, "Keep generating past end-of-sentence");
   app.add_option("--speculative", o.speculative, "'mtp': MTP speculative decoding (greedy output is unchanged)");
+  app.add_option("--draft-vocab", o.draft_vocab,
+                 "With --speculative mtp: drafts pick among the first N token ids only (BPE ids follow merge "
+                 "order, so these are the frequent tokens); a cheaper draft head for small models. 0 = all")
+      ->check(CLI::NonNegativeNumber);
 }
 
 GenerateOptions to_options(const GenOpts& o) {
@@ -61,6 +66,7 @@ GenerateOptions to_options(const GenOpts& o) {
   g.ignore_eos = o.ignore_eos;
   if (!o.speculative.empty() && o.speculative != "mtp") fail("--speculative: only 'mtp' is supported");
   g.speculative = o.speculative == "mtp";
+  g.draft_vocab = o.draft_vocab;
   return g;
 }
 

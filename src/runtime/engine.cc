@@ -63,6 +63,7 @@ int64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& opt, 
   for (int32_t t : prompt)
     if (t < 0 || t >= c.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, c.vocab_size - 1);
   if (opt.max_tokens < 0) fail("max_tokens must be >= 0 (got {})", opt.max_tokens);
+  if (opt.draft_vocab < 0) fail("the draft vocabulary must be >= 0 (got {})", opt.draft_vocab);
   const int64_t n = static_cast<int64_t>(prompt.size());
   if (n > model_.ctx()) fail("the prompt has {} tokens, more than the context of {}", n, model_.ctx());
   if (opt.logprobs > 20) fail("logprobs must be at most 20 (got {})", opt.logprobs);
@@ -402,14 +403,19 @@ bool Engine::step() {
   }
   if (!mtp_batch.empty()) {
     ForwardOutput mo;
+    // One head width for the batch: the widest draft vocabulary asked for (0: all of it).
+    int64_t width = 0;
+    for (Seq* s : mtp_owners)
+      width = std::max(width, s->opt.draft_vocab > 0 && s->opt.draft_vocab < V ? s->opt.draft_vocab : V);
     try {
-      model_.forward_mtp(mtp_batch, mo);
+      model_.forward_mtp(mtp_batch, mo, width);
       for (size_t i = 0; i < mtp_owners.size(); ++i) {
         Seq& s = *mtp_owners[i];
         s.mtp_len += static_cast<int64_t>(mtp_batch[i].tokens.size());
         s.pending_hidden.clear();
         const bool decoding = s.processed == static_cast<int64_t>(s.tokens.size()) - 1;
-        s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * V, V) : -1;
+        const int64_t own = s.opt.draft_vocab > 0 ? std::min(s.opt.draft_vocab, width) : width;
+        s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, own) : -1;
       }
     } catch (const Error& e) {
       for (Seq* s : mtp_owners) finish(*s, "error", e.what());

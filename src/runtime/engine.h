@@ -26,6 +26,10 @@ struct GenerateOptions {
   SamplingParams sampling;
   bool ignore_eos = false;
   bool speculative = false;     // MTP speculative decoding (needs an MTP module)
+  // > 0: MTP drafts pick among token ids [0, draft_vocab) only, so the draft head reads that
+  // share of the vocabulary (BPE ids follow merge order: the low ids are the frequent tokens, the
+  // idea of FR-Spec). Drafts only propose; the output is the same either way.
+  int64_t draft_vocab = 0;
   int logprobs = -1;            // -1: none; else the chosen token's logprob and the top N (0..20)
   bool prompt_logprobs = false; // logprobs of every prompt token (echo / scoring)
   std::vector<int32_t> stop_ids;  // extra token ids that end generation (like EOS)

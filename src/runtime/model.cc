@@ -314,9 +314,10 @@ void Model::layer_forward(int li, float* x, int64_t n) {
 }
 
 void Model::head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
-                 ForwardOutput& out, bool want_hidden) {
+                 ForwardOutput& out, bool want_hidden, int64_t vocab_rows) {
   const ModelConfig& c = config();
-  const int64_t H = c.hidden_size, V = c.vocab_size;
+  const int64_t H = c.hidden_size;
+  const int64_t V = vocab_rows > 0 ? std::min(vocab_rows, c.vocab_size) : c.vocab_size;
   check_nan_once(head);
   ops::rmsnorm(x, n, H, norm, static_cast<float>(c.rms_norm_eps), x);
   dump("final_norm", -1, x, n, H);
@@ -333,7 +334,7 @@ void Model::head(const WeightView& norm, const WeightView& head, std::span<SeqIn
   for (size_t r = 0; r < rows.size(); ++r) std::memcpy(g + r * H, x + rows[r] * H, static_cast<size_t>(H) * 4);
   out.rows = static_cast<int64_t>(rows.size());
   out.logits.resize(static_cast<size_t>(out.rows * V));
-  ops::matmul(g, out.rows, H, head, out.logits.data(), V);
+  ops::matmul(g, out.rows, H, V == c.vocab_size ? head : head.slice_rows(0, V), out.logits.data(), V);
   dump("logits", -1, out.logits.data(), out.rows, V);
 }
 
@@ -366,7 +367,7 @@ void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hid
   head(w_.norm, w_.lm_head, batch, x, n, out, want_hidden);
 }
 
-void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out) {
+void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows) {
   if (!has_mtp()) fail("this checkpoint has no MTP module (num_nextn_predict_layers is 0)");
   check_batch(batch, true);
   const ModelConfig& c = config();
@@ -392,7 +393,7 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out) {
   ops::matmul(cat, n, 2 * H, M.eh_proj, x, H);
   dump("mtp_z", li, x, n, H);
   layer_forward(li, x, n);
-  head(M.head_norm, M.head, batch, x, n, out, false);
+  head(M.head_norm, M.head, batch, x, n, out, false, vocab_rows);
 }
 
 }  // namespace dsv3

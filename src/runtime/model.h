@@ -60,7 +60,9 @@ class Model {
   // Main model. Writes each token's latent KV into its sequence's cache and sets cache->len.
   void forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hidden = false);
   // MTP module 0 at positions start..: tokens are t_{i+1}, hidden are h_i; logits predict t_{i+2}.
-  void forward_mtp(std::span<SeqInput> batch, ForwardOutput& out);
+  // vocab_rows > 0: logits of token ids [0, vocab_rows) only, [rows, vocab_rows] (a cheaper
+  // draft head: see GenerateOptions::draft_vocab).
+  void forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows = 0);
 
   void set_dump(DumpFn fn) { dump_ = std::move(fn); }
 
@@ -86,7 +88,7 @@ class Model {
   void ffn(std::span<const FfnRun> runs);
   void check_nan_once(const WeightView& v);
   void head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
-            ForwardOutput& out, bool want_hidden);
+            ForwardOutput& out, bool want_hidden, int64_t vocab_rows = 0);
   void dump(const char* name, int layer, const float* p, int64_t rows, int64_t cols) const {
     if (dump_) dump_(name, layer, p, rows, cols);
   }
