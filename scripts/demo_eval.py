@@ -20,9 +20,12 @@ Prose: bits per byte of CORPUS/heldout_prose.txt: `dsv3 tokenize --no-special` g
 which are scored in pieces of --piece tokens, each piece prefixed with BOS so that every text
 token has a log-probability (none is left unscored):
   bpb = sum(-logprob) / ln 2 / UTF-8 bytes of the file.
+With --unigram-data DATA, the same ids under an add-one unigram model of DATA/train.bin give the
+baseline (same tokens, same bytes).
 Prints one JSON summary on stdout; --out writes every question's answer and scores.
 """
 import argparse
+import array
 import concurrent.futures
 import json
 import math
@@ -209,11 +212,32 @@ def bits_per_byte(a, path):
             raise SystemExit('demo_eval: dsv3 score returned %d log-probs for %d tokens' % (len(lps), len(p)))
         nll -= sum(lps)
         scored += len(lps)
-    return {'file': path, 'bytes': len(data), 'tokens': len(ids), 'pieces': len(pieces),
-            'piece_tokens': a.piece, 'unscored_tokens': len(ids) - scored,
-            'bytes_per_token': round(len(data) / max(1, len(ids)), 3),
-            'bits_per_byte': round(nll / math.log(2) / len(data), 4),
-            'seconds': round(time.time() - t0, 1)}
+    out = {'file': path, 'bytes': len(data), 'tokens': len(ids), 'pieces': len(pieces),
+           'piece_tokens': a.piece, 'unscored_tokens': len(ids) - scored,
+           'bytes_per_token': round(len(data) / max(1, len(ids)), 3),
+           'bits_per_byte': round(nll / math.log(2) / len(data), 4),
+           'seconds': round(time.time() - t0, 1)}
+    if a.unigram_data:
+        out['unigram_bits_per_byte'] = round(unigram_bits(a.unigram_data, ids) / len(data), 4)
+    return out
+
+
+def unigram_bits(data_dir, ids):
+    """-log2 P of `ids` under the add-one unigram model of DATA_DIR/train.bin (the same
+    tokens the model trained on; BOS/EOS counted like any id): the baseline for bits per byte."""
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        vocab = json.load(f)['vocab_size']
+    counts = [1] * vocab
+    with open(os.path.join(data_dir, 'train.bin'), 'rb') as f:
+        if f.read(32)[:8] != b'DSV3TOK1':
+            raise SystemExit('demo_eval: %s/train.bin is not dsv3 token data' % data_dir)
+        train = array.array('I', f.read())
+    if sys.byteorder != 'little':
+        train.byteswap()
+    for t in train:
+        counts[t] += 1
+    total = sum(counts)
+    return -sum(math.log2(counts[t] / total) for t in ids)
 
 
 def main():
@@ -233,6 +257,8 @@ def main():
     ap.add_argument('--out', help='write per-question results (JSON lines) here')
     ap.add_argument('--no-chat', action='store_true')
     ap.add_argument('--no-bpb', action='store_true')
+    ap.add_argument('--unigram-data', help='token data the model trained on (dsv3 data output): also '
+                    'report the bits per byte of an add-one unigram model of its tokens')
     ap.add_argument('--quiet', dest='progress', action='store_false')
     a = ap.parse_args()
     summary = {'model': a.model}

@@ -14,7 +14,7 @@ PKGS=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcpp-htt
 # Only the test suite needs these: text corpora for the tokenizer parity tests and a browser for
 # the web page test (scripts/test.sh sets DSV3_TEST_DEPS=1).
 if [ "${DSV3_TEST_DEPS:-0}" = 1 ]; then
-  PKGS+=(fortunes fortunes-ru fortunes-zh manpages-ja chromium python3 python3-torch python3-numpy)
+  PKGS+=(fortunes fortunes-ru fortunes-zh manpages-ja chromium python3 python3-torch python3-numpy wamerican)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,87 @@
+#!/usr/bin/python3
+"""MTP speculative decoding on the demo model (issue 11): draft acceptance, and decode tok/s with
+and without `--speculative mtp`, measured in one run.
+
+  bench/demo_mtp.py [-m models/demo] [--dsv3 build/bin/dsv3] [--eval tests/data/demo/chat_eval.jsonl]
+                    [--prose tests/data/demo/heldout_prose.txt] [-n 30] [--rounds 2] [-t 1]
+                    [--draft-vocab N]
+
+For each prompt (held-out chat questions with --chat, and the openings of held-out prose
+paragraphs as plain prompts), `dsv3 generate --temperature 0 --json` runs without and with MTP,
+the order alternating from one prompt to the next so that load drifts hit both alike. Greedy
+output must be the same both ways (speculative decoding is exact). Decode speed is summed
+generated tokens over summed decode seconds; acceptance is accepted over drafted tokens.
+Prints one JSON object.
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+
+def run(a, prompt, chat, mtp):
+    cmd = [a.dsv3, 'generate', '-m', a.model, '-p', prompt, '--temperature', '0', '-n', str(a.max_tokens),
+           '--json', '-t', str(a.threads)]
+    if chat:
+        cmd.append('--chat')
+    if mtp:
+        cmd += ['--speculative', 'mtp']
+        if a.draft_vocab:
+            cmd += ['--draft-vocab', str(a.draft_vocab)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit('demo_mtp: dsv3 generate failed: ' + r.stderr.strip()[-500:])
+    return json.loads(r.stdout)
+
+
+def prompts(a):
+    out = []
+    with open(a.eval, encoding='utf-8') as f:
+        rows = [json.loads(l) for l in f if l.strip()]
+    out += [(r['messages'][0]['content'], True) for r in rows[:a.n]]
+    with open(a.prose, encoding='utf-8') as f:
+        paras = [p.strip() for p in f.read().split('\n') if len(p.split()) >= 12]
+    step = max(1, len(paras) // max(1, a.n))
+    out += [(' '.join(p.split()[:8]), False) for p in paras[::step][:a.n]]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('-m', '--model', default='models/demo')
+    ap.add_argument('--dsv3', default='build/bin/dsv3')
+    ap.add_argument('--eval', default='tests/data/demo/chat_eval.jsonl')
+    ap.add_argument('--prose', default='tests/data/demo/heldout_prose.txt')
+    ap.add_argument('-n', type=int, default=30, help='prompts of each kind (chat, prose)')
+    ap.add_argument('--max-tokens', type=int, default=64)
+    ap.add_argument('--rounds', type=int, default=2, help='passes over the prompts')
+    ap.add_argument('-t', '--threads', type=int, default=1)
+    ap.add_argument('--draft-vocab', type=int, default=0, help='dsv3 --draft-vocab for the MTP runs (0: all)')
+    a = ap.parse_args()
+    tot = {False: [0, 0.0], True: [0, 0.0]}  # mtp -> [decode tokens, decode seconds]
+    drafted = accepted = mismatches = 0
+    i = 0
+    for _ in range(a.rounds):
+        for prompt, chat in prompts(a):
+            res = {}
+            for mtp in ((False, True) if i % 2 == 0 else (True, False)):
+                res[mtp] = run(a, prompt, chat, mtp)
+                t = res[mtp]['timings']
+                # the first token comes from the prefill; decode covers the rest
+                tot[mtp][0] += max(0, t['completion_tokens'] - 1)
+                tot[mtp][1] += t['decode_seconds']
+            drafted += res[True]['mtp']['drafted']
+            accepted += res[True]['mtp']['accepted']
+            mismatches += res[True]['tokens'] != res[False]['tokens']
+            i += 1
+    plain, spec = tot[False][0] / tot[False][1], tot[True][0] / tot[True][1]
+    print(json.dumps({'model': a.model, 'threads': a.threads, 'draft_vocab': a.draft_vocab, 'runs': i, 'drafted': drafted, 'accepted': accepted,
+                      'acceptance': round(accepted / max(1, drafted), 4),
+                      'decode_tok_s': round(plain, 1), 'decode_tok_s_mtp': round(spec, 1),
+                      'speedup': round(spec / plain, 3), 'greedy_mismatches': mismatches}, indent=1))
+    if mismatches:
+        sys.exit('demo_mtp: speculative decoding changed the greedy output in %d runs' % mismatches)
+
+
+if __name__ == '__main__':
+    main()
