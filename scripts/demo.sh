@@ -9,7 +9,7 @@
 #   scripts/demo.sh [extra dsv3 chat args...]       e.g. scripts/demo.sh -m /path/to/DeepSeek-V3
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-"$ROOT/scripts/setup.sh" "$ROOT/build" >&2
+DSV3_BUILD_TARGET=dsv3 "$ROOT/scripts/setup.sh" "$ROOT/build" >&2
 MODEL="$ROOT/models/demo"
 [ -f "$MODEL/model.safetensors.index.json" ] || { echo "demo: $MODEL is missing (see scripts/train_demo.sh)" >&2; exit 1; }
 echo "dsv3 demo: a small model trained on a dictionary, the KJV Bible and fortunes. Try: What does harbor mean?" >&2

