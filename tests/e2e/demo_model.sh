@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shipped demo model (models/demo, issue 11) loads as the FP8 release layout and has learned:
 #  - a complete Hugging Face directory with 128x128 block-scaled FP8 weights, at most 60 MB;
-#  - greedy chat answers to held-out questions (tests/data/demo/chat_eval.jsonl: words whose
+#  - greedy chat answers to 300 held-out questions (tests/data/demo/chat_eval.jsonl: words whose
 #    questions were never trained on) are made of real words: >= 85% of alphabetic words are in
 #    /usr/share/dict/words, and some answers are right;
 #  - bits per byte on held-out prose (KJV books and fortunes never trained on) <= 2.2;
@@ -36,7 +36,7 @@ EOF
 
 # Chat answers and prose bits per byte, through the same script the README's numbers come from.
 "$PY" "$ROOT/scripts/demo_eval.py" -m "$MODEL" --dsv3 "$BIN" --eval "$DATA/chat_eval.jsonl" \
-  --prose "$DATA/heldout_prose.txt" -n 20 -t 1 --quiet > "$tmp/eval.json"
+  --prose "$DATA/heldout_prose.txt" -n 100 --jobs 2 -t 1 --quiet > "$tmp/eval.json"
 "$PY" - "$tmp/eval.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
