@@ -938,7 +938,9 @@ TEST(ServerChat, ToolsFimPrefixAndReasoning) {
     for (const json& ev : post_stream(r, "/v1/chat/completions", base))
       for (const json& ch : ev["choices"]) {
         if (ch["delta"].contains("reasoning_content")) streamed += ch["delta"]["reasoning_content"].get<std::string>();
-        if (ch["delta"].contains("content")) EXPECT_EQ(ch["delta"]["content"], "");
+        if (ch["delta"].contains("content")) {
+          EXPECT_EQ(ch["delta"]["content"], "");
+        }
       }
     EXPECT_EQ(streamed, m["reasoning_content"]);
   }

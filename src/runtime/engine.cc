@@ -403,10 +403,10 @@ bool Engine::step() {
   }
   if (!mtp_batch.empty()) {
     ForwardOutput mo;
-    // One head width for the batch: the widest draft vocabulary asked for (0: all of it).
+    // Head rows a sequence's drafts choose from; the batch computes the widest of them.
+    auto draft_rows = [V](const Seq& s) { return s.opt.draft_vocab > 0 ? std::min(s.opt.draft_vocab, V) : V; };
     int64_t width = 0;
-    for (Seq* s : mtp_owners)
-      width = std::max(width, s->opt.draft_vocab > 0 && s->opt.draft_vocab < V ? s->opt.draft_vocab : V);
+    for (Seq* s : mtp_owners) width = std::max(width, draft_rows(*s));
     try {
       model_.forward_mtp(mtp_batch, mo, width);
       for (size_t i = 0; i < mtp_owners.size(); ++i) {
@@ -414,8 +414,7 @@ bool Engine::step() {
         s.mtp_len += static_cast<int64_t>(mtp_batch[i].tokens.size());
         s.pending_hidden.clear();
         const bool decoding = s.processed == static_cast<int64_t>(s.tokens.size()) - 1;
-        const int64_t own = s.opt.draft_vocab > 0 ? std::min(s.opt.draft_vocab, width) : width;
-        s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, own) : -1;
+        s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, draft_rows(s)) : -1;
       }
     } catch (const Error& e) {
       for (Seq* s : mtp_owners) finish(*s, "error", e.what());

@@ -334,7 +334,7 @@ void Model::head(const WeightView& norm, const WeightView& head, std::span<SeqIn
   for (size_t r = 0; r < rows.size(); ++r) std::memcpy(g + r * H, x + rows[r] * H, static_cast<size_t>(H) * 4);
   out.rows = static_cast<int64_t>(rows.size());
   out.logits.resize(static_cast<size_t>(out.rows * V));
-  ops::matmul(g, out.rows, H, V == c.vocab_size ? head : head.slice_rows(0, V), out.logits.data(), V);
+  ops::matmul(g, out.rows, H, head.slice_rows(0, V), out.logits.data(), V);
   dump("logits", -1, out.logits.data(), out.rows, V);
 }
 

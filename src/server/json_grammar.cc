@@ -94,6 +94,10 @@ int number_byte(JsonFrame& fr, uint8_t c, bool integer_only) {
   return 1;
 }
 
+// Bytes a string frame still owes before its closing quote could come: the rest of an escape
+// (1 after a backslash, the missing hex digits of a \u escape) or of a UTF-8 sequence.
+int string_owed(const JsonFrame& fr) { return fr.sub == 1 ? 1 : fr.sub >= 2 ? 6 - fr.sub : fr.utf8 & 3; }
+
 bool literal_done(const SchemaNode& n, const JsonFrame& fr) {
   for (size_t i = 0; i < n.literals.size(); ++i)
     if ((fr.bits >> i & 1) && n.literals[i].size() == fr.pos) return true;
@@ -480,7 +484,7 @@ int JsonGrammarState::min_close() const {
     switch (fr.kind) {
       case kValue: total += g.min_bytes[fr.node]; break;
       case kStr:  // owed escape or UTF-8 bytes, then the quote
-        total += (fr.sub == 1 ? 1 : fr.sub >= 2 ? 6 - fr.sub : fr.utf8 & 3) + 1;
+        total += string_owed(fr) + 1;
         break;
       case kNum: total += num_accepting(fr.sub) ? 0 : 1; break;
       case kLit: {
@@ -503,7 +507,7 @@ int JsonGrammarState::min_close() const {
         for (size_t i = 0; i < n.prop_names.size(); ++i)
           exact |= (fr.bits >> i & 1) && static_cast<int>(n.prop_names[i].size()) == fr.pos;
         if (n.additional >= 0) {
-          const int owed = fr.sub == 1 ? 1 : fr.sub >= 2 ? 6 - fr.sub : fr.utf8 & 3;
+          const int owed = string_owed(fr);
           best = std::min<int64_t>(best, owed + (exact && owed == 0 ? 1 : 0) + 2 +
                                              g.min_bytes[static_cast<size_t>(n.additional)] + object_rest(g, n, obj.bits));
         }

@@ -319,7 +319,7 @@ CompletionRequest parse_completion(const ojson& j, const ModelInfo& m) {
 }
 
 std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prompt, const ojson& tools,
-                                 const std::string& system_extra, const ModelInfo& m) {
+                                 const std::string& system_extra, const ModelInfo& m, std::string* prefix_out) {
   if (!messages.is_array()) bad_request("messages", "'messages' must be an array", "invalid_type");
   if (messages.empty()) bad_request("messages", "'messages' must not be empty");
   static const std::set<std::string> roles = {"system", "developer", "user", "assistant", "tool"};
@@ -411,6 +411,7 @@ std::vector<int32_t> chat_prompt(const ojson& messages, bool add_generation_prom
   } catch (const Error& e) {
     bad_request("messages", fmt::format("the chat template rejected the messages: {}", e.what()));
   }
+  if (prefix_out) *prefix_out = prefix;
   return m.tok->encode(utf8_sanitize(text), true);
 }
 
@@ -433,29 +434,23 @@ ChatRequest parse_chat(const ojson& j, const ModelInfo& m) {
     r.c.gen.constraint = tool_call_constraint(r.tools, *m.tok, m.vocab);
   }
   r.prompt = chat_prompt(j.at("messages"), agp, has(j, "tools") ? j.at("tools") : ojson(nullptr),
-                         r.tools.active() ? tools_system_prompt(r.tools) : "", m);
+                         r.tools.active() ? tools_system_prompt(r.tools) : "", m, &r.assistant_prefix);
   // max_tokens defaults to the rest of the context; the engine clamps it there anyway.
   const bool explicit_max = has(j, "max_tokens") || has(j, "max_completion_tokens");
   check_prompt_length(r.prompt.size(), explicit_max ? r.c.gen.max_tokens : 1, m, "messages");
   r.c.gen.logprobs = r.logprobs ? r.top_logprobs : -1;
   const size_t tail = std::min<size_t>(r.prompt.size(), 4);
   r.think_open = prompt_opens_think(m.tok->decode(std::span(r.prompt).last(tail), false));
-  const ojson& msgs = j.at("messages");
-  if (msgs.is_array() && !msgs.empty() && msgs.back().is_object() && msgs.back().contains("prefix") &&
-      msgs.back().at("prefix").is_boolean() && msgs.back().at("prefix").get<bool>() &&
-      msgs.back().at("content").is_string()) {
-    r.assistant_prefix = msgs.back().at("content").get<std::string>();
-    // A prefix that opens tool calls: the tool-call constraint follows its tokens first, so the
-    // generation continues (and, for a complete call, closes) the calls it started.
-    if (r.tools.active() && r.assistant_prefix.find("<｜tool▁calls▁begin｜>") != std::string::npos) {
-      auto ids = std::make_shared<const std::vector<int32_t>>(m.tok->encode(utf8_sanitize(r.assistant_prefix), true));
-      ConstraintFactory inner = std::move(r.c.gen.constraint);
-      r.c.gen.constraint = [inner, ids]() {
-        std::unique_ptr<TokenConstraint> c = inner();
-        for (int32_t t : *ids) c->accept(t);
-        return c;
-      };
-    }
+  // A prefix that opens tool calls: the tool-call constraint follows its tokens first, so the
+  // generation continues (and, for a complete call, closes) the calls it started.
+  if (r.tools.active() && r.assistant_prefix.find(kCallsBegin) != std::string::npos) {
+    auto ids = std::make_shared<const std::vector<int32_t>>(m.tok->encode(utf8_sanitize(r.assistant_prefix), true));
+    ConstraintFactory inner = std::move(r.c.gen.constraint);
+    r.c.gen.constraint = [inner, ids]() {
+      std::unique_ptr<TokenConstraint> c = inner();
+      for (int32_t t : *ids) c->accept(t);
+      return c;
+    };
   }
   return r;
 }

@@ -85,8 +85,9 @@ std::vector<int32_t> parse_detokenize(const nlohmann::ordered_json& j, const Mod
 // The chat prompt: messages validated and normalised (content parts joined), rendered with the
 // template and encoded with special-token matching, as apply_chat_template(tokenize=True) does.
 // `system_extra` (the tool definitions) ends the system prompt, or is one when there is none.
+// `prefix`, when given, gets the text of a last {"role": "assistant", "prefix": true} message.
 std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                  const nlohmann::ordered_json& tools, const std::string& system_extra,
-                                 const ModelInfo& m);
+                                 const ModelInfo& m, std::string* prefix = nullptr);
 
 }  // namespace dsv3::server

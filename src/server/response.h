@@ -35,7 +35,7 @@ class ChatOutput {
   // prefix: the assistant prefix the prompt ends with; with tools, a tool-call text in it is
   // parsed as the start of this choice's calls (its content is the client's own, not repeated).
   ChatOutput(bool think_open, bool tools, const std::string& prefix = "") : reason_(think_open), tools_(tools) {
-    if (tools_ && prefix.find("<｜tool▁calls▁begin｜>") != std::string::npos) tp_.push(prefix);
+    if (tools_ && prefix.find(kCallsBegin) != std::string::npos) tp_.push(prefix);
   }
   struct Delta {
     std::string reasoning, content;
