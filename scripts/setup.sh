@@ -10,6 +10,7 @@ shift || true
 
 PKGS=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
       libfmt-dev libpcre2-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nodejs
+      libopenmpi-dev openmpi-bin
       ca-certificates)
 # Only the test suite needs these: text corpora for the tokenizer parity tests and a browser for
 # the web page test (scripts/test.sh sets DSV3_TEST_DEPS=1).

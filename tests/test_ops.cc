@@ -69,15 +69,7 @@ std::vector<Simd> fast_levels() {
   return v;
 }
 
-// Restores the SIMD level and thread count a test changed.
-struct OpsState {
-  Simd simd = simd_level();
-  int threads = num_threads();
-  ~OpsState() {
-    set_simd_level(simd);
-    set_num_threads(threads);
-  }
-};
+using dsv3::testing::OpsState;
 
 constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
 

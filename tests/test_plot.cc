@@ -107,6 +107,26 @@ TEST(LossPlot, NoMtpAndFallbackToLoss) {
   fs::remove(path);
 }
 
+// Two runs in one picture (FP8 against BF16): each run's series in its own colour, named in the
+// legend, the MTP series dashed; the y range covers both.
+TEST(LossPlot, SeveralRunsShareOnePicture) {
+  const std::string a = temp_path("a.jsonl"), b = temp_path("b.jsonl");
+  std::ofstream(a) << sample_log();
+  std::ofstream(b) << "{\"step\": 1, \"main_loss\": 30.5}\n{\"step\": 2, \"main_loss\": 29.5}\n";
+  std::vector<LossLog> logs{read_loss_log(a), read_loss_log(b)};
+  logs[0].name = "fp8";
+  logs[1].name = "bf16";
+  const std::string svg = render_loss_svg(logs, "gap");
+  EXPECT_EQ(count(svg, "<polyline"), 5u);  // 4 series of run a, 1 of run b
+  EXPECT_NE(svg.find("fp8: train loss"), std::string::npos);
+  EXPECT_NE(svg.find("bf16: train loss (last 29.500 at step 2)"), std::string::npos);
+  EXPECT_NE(svg.find("stroke=\"#d62728\""), std::string::npos);  // the second run's colour
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);
+  EXPECT_NE(svg.find(">30<"), std::string::npos) << "the y axis must reach run b's values";
+  fs::remove(a);
+  fs::remove(b);
+}
+
 TEST(LossPlot, UnusableLogIsAnError) {
   const std::string path = temp_path("bad.jsonl");
   std::ofstream(path) << "header\n[1,2]\n{\"step\": 1}\n{\"loss\": 2}\n";

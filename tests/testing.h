@@ -7,7 +7,19 @@
 #include <string>
 #include <vector>
 
+#include "ops/ops.h"
+
 namespace dsv3::testing {
+
+// Restores the SIMD level and thread count a test changed.
+struct OpsState {
+  ops::Simd simd = ops::simd_level();
+  int threads = ops::num_threads();
+  ~OpsState() {
+    ops::set_simd_level(simd);
+    ops::set_num_threads(threads);
+  }
+};
 
 // n values ~ N(0, sd^2) from rng (the op tests' random inputs).
 inline std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.0f) {

@@ -37,6 +37,12 @@ const bool registered = register_command(
        app.add_option("--weight-decay", o->weight_decay, "Decoupled weight decay (matrices only)")->capture_default_str();
        app.add_option("--clip", o->clip, "Global gradient-norm clip (0: off)")->capture_default_str();
        app.add_option("--moments", o->moments, "AdamW moment dtype: f32 or bf16")->capture_default_str();
+       app.add_option("--precision", o->precision,
+                      "GEMM inputs of every Linear inside the blocks (forward, dgrad, wgrad): fp32; bf16 (rounded, "
+                      "fp32 accumulation); or fp8 (exact E4M3 emulation of DeepSeek-V3's recipe: 1x128 activation "
+                      "tiles, 128x128 weight blocks, 128x1 tiles for the weight gradient). Embedding, heads, router, "
+                      "norms and attention stay fp32; master weights and gradients are fp32")
+           ->capture_default_str();
        app.add_option("--mtp-weight", o->mtp_weight, "lambda: weight of the MTP loss")->capture_default_str();
        app.add_option("--balance-alpha", o->balance_alpha, "alpha: weight of the sequence-wise balance loss")->capture_default_str();
        app.add_option("--bias-update", o->bias_update, "gamma: router bias update speed (0: off)")->capture_default_str();

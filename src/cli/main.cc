@@ -8,6 +8,7 @@
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/comm.h"
 
 namespace dsv3::cli {
 std::vector<CommandDef>& commands() {
@@ -16,8 +17,33 @@ std::vector<CommandDef>& commands() {
 }
 }  // namespace dsv3::cli
 
+namespace {
+
+// Runs one subcommand. Under mpirun (dsv3/dist) only rank 0 prints results and logs; the others
+// print errors only, and an error on any rank ends the whole job with a message naming it.
+int run_command(const dsv3::cli::Runner& run) {
+  using namespace dsv3;
+  auto report = [](const char* what) {
+    if (dist::size() > 1) dist::abort_all(what);
+    fmt::print(stderr, "error: {}\n", what);
+    return 1;
+  };
+  try {
+    return run();
+  } catch (const Error& e) {
+    return report(e.what());
+  } catch (const std::bad_alloc&) {
+    return report("out of memory");
+  } catch (const std::exception& e) {
+    return report(e.what());
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace dsv3;
+  dist::init(&argc, &argv);
   CLI::App app{"dsv3: DeepSeek-V3 (MLA, DeepSeekMoE, MTP) in C++ - run, convert and serve Hugging Face checkpoints"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "dsv3 0.1.0");
@@ -34,23 +60,21 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int rc = dist::is_root() ? app.exit(e) : (e.get_exit_code() != 0);
+    dist::finalize();
+    return rc;
   }
   set_log_level(quiet ? LogLevel::kQuiet : verbose ? LogLevel::kDebug : LogLevel::kInfo);
+  if (!dist::is_root()) {
+    set_log_level(LogLevel::kQuiet);
+    if (!std::freopen("/dev/null", "w", stdout)) return 1;
+  }
   for (auto& [sub, run] : runners) {
     if (!sub->parsed()) continue;
-    try {
-      return run();
-    } catch (const Error& e) {
-      fmt::print(stderr, "error: {}\n", e.what());
-      return 1;
-    } catch (const std::bad_alloc&) {
-      fmt::print(stderr, "error: out of memory\n");
-      return 1;
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "error: {}\n", e.what());
-      return 1;
-    }
+    const int rc = run_command(run);
+    dist::finalize();
+    return rc;
   }
+  dist::finalize();
   return 1;
 }

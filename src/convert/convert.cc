@@ -32,9 +32,12 @@ const char* convert_target_name(ConvertTo t) { return t == ConvertTo::kBF16 ? "b
 
 namespace {
 
+// The router's bias stays float32 in BF16 checkpoints, as in the official release.
+bool keeps_f32(const std::string& name) { return name.ends_with("e_score_correction_bias"); }
+
 using Clock = std::chrono::steady_clock;
 
-enum class Op { kCopy, kDequant, kQuant, kScaleOut };
+enum class Op { kCopy, kDequant, kQuant, kScaleOut, kToBf16 };
 
 struct PlannedTensor {
   std::string name;
@@ -98,6 +101,9 @@ std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, Con
       } else {
         note_extra(r, "no usable _scale_inv, copied unchanged");
       }
+    } else if (to == ConvertTo::kBF16 && t.dtype == DType::F32 && in_table && !keeps_f32(t.name)) {
+      p.op = Op::kToBf16;  // float32 weights (a trainer's masters): rounded to BF16
+      p.dtype = DType::BF16;
     } else if (to == ConvertTo::kFP8 && in_table && it->second) {
       if (ck.find(scale_inv_name(t.name)))
         fail("{}: '{}' already exists although '{}' is not FP8", ck.dir(), scale_inv_name(t.name), t.name);
@@ -226,6 +232,15 @@ std::vector<TensorToWrite> shard_writes(const PlannedShard& ps, Progress& progre
           progress.add(src->info->nbytes());
         };
         break;
+      case Op::kToBf16:
+        fill = [=, &progress](uint8_t* dst) {
+          const float* x = reinterpret_cast<const float*>(src->data());
+          uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+          for (int64_t i = 0; i < p.shape.numel(); ++i) d[i] = f32_to_bf16(x[i]);
+          f->release(src->data(), src->info->nbytes());
+          progress.add(src->info->nbytes());
+        };
+        break;
       case Op::kScaleOut:
         fill = [scales](uint8_t* dst) {
           std::copy(scales->begin(), scales->end(), reinterpret_cast<float*>(dst));
@@ -254,10 +269,13 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
   // Validate the input exactly as `dsv3 info` does before anything is written.
   ModelFiles m = open_model_files(in_dir);
   const Checkpoint& ck = *m.checkpoint;
-  bool has_fp8 = false;
-  for (const auto& r : ck.tensors()) has_fp8 |= r.info->dtype == DType::F8_E4M3;
-  if (opt.to == ConvertTo::kBF16 && !has_fp8)
-    fail("{}: has no F8_E4M3 weights: it is already BF16, nothing to convert", in_dir);
+  bool has_fp8 = false, has_f32 = false;
+  for (const auto& r : ck.tensors()) {
+    has_fp8 |= r.info->dtype == DType::F8_E4M3;
+    has_f32 |= r.info->dtype == DType::F32 && !keeps_f32(r.info->name) && r.info->name.find("_scale_inv") == std::string::npos;
+  }
+  if (opt.to == ConvertTo::kBF16 && !has_fp8 && !has_f32)
+    fail("{}: has no F8_E4M3 or F32 weights: it is already BF16, nothing to convert", in_dir);
   if (opt.to == ConvertTo::kFP8 && has_fp8)
     fail("{}: already holds F8_E4M3 weights: it is already FP8 (convert --to bf16 first to requantise)", in_dir);
   if (!ck.has_index() && ck.shards().size() != 1)

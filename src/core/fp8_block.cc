@@ -14,7 +14,7 @@ void quantize_fp8_stripe(const float* src, int64_t r, int64_t cols, int64_t ld, 
     float amax = 0.0f;
     for (int64_t i = 0; i < r; ++i)
       for (int64_t j = c0; j < c1; ++j) amax = std::max(amax, std::fabs(src[i * ld + j]));
-    const float scale = std::max(amax, 1e-12f) / kE4M3Max;
+    const float scale = fp8_tile_scale(amax);
     scale_inv[c0 / kFp8Block] = scale;
     for (int64_t i = 0; i < r; ++i)
       for (int64_t j = c0; j < c1; ++j) dst[i * cols + j] = f32_to_e4m3(src[i * ld + j] / scale);

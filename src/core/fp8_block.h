@@ -2,9 +2,15 @@
 // float32 scale_inv each; value = e4m3 * scale_inv. Quantising: scale = amax/448 (amax floored
 // at 1e-12), q = e4m3_saturating(x / scale), rounding to nearest even.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace dsv3 {
+
+// The scale of a tile whose largest magnitude is amax: its values / scale fill E4M3's range.
+inline float fp8_tile_scale(float amax) { return std::max(amax, 1e-12f) / kE4M3Max; }
 
 // Quantises one stripe of r <= 128 rows of a [r, cols] float32 matrix (row stride ld):
 // dst [r, cols] E4M3 (row stride cols), scale_inv [ceil(cols/128)] for this block row.

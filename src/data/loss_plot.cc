@@ -23,12 +23,13 @@ struct SeriesDef {
   const char* label;
   const char* color;
   bool validation;
+  const char* dash;  // stroke-dasharray when runs, not kinds, own the colours
 };
 constexpr SeriesDef kSeries[] = {
-    {"main_loss", "loss", "train loss", "#1f77b4", false},
-    {"mtp_loss", nullptr, "train MTP loss", "#ff7f0e", false},
-    {"val_loss", nullptr, "val loss", "#2ca02c", true},
-    {"val_mtp_loss", nullptr, "val MTP loss", "#d62728", true},
+    {"main_loss", "loss", "train loss", "#1f77b4", false, ""},
+    {"mtp_loss", nullptr, "train MTP loss", "#ff7f0e", false, "6 3"},
+    {"val_loss", nullptr, "val loss", "#2ca02c", true, ""},
+    {"val_mtp_loss", nullptr, "val MTP loss", "#d62728", true, "6 3"},
 };
 
 const SeriesDef& def_of(const std::string& key) {
@@ -78,6 +79,9 @@ Axis make_axis(double lo, double hi, int target, bool integer) {
   return a;
 }
 
+// Colours of runs when several logs share a picture.
+constexpr const char* kRunColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+
 }  // namespace
 
 LossLog read_loss_log(const std::string& path) {
@@ -121,10 +125,28 @@ LossLog read_loss_log(const std::string& path) {
 }
 
 std::string render_loss_svg(const LossLog& log, const std::string& title) {
+  return render_loss_svg(std::vector<LossLog>{log}, title);
+}
+
+std::string render_loss_svg(const std::vector<LossLog>& logs, const std::string& title) {
   constexpr double W = 960, H = 560, L = 80, R = W - 30, T = 64, B = H - 64;  // plot area [L,R]x[T,B]
+  const bool runs = logs.size() > 1;
+  struct Drawn {
+    const LossSeries* s;
+    const SeriesDef* d;
+    std::string color, dash, label;
+  };
+  std::vector<Drawn> all;
+  for (size_t k = 0; k < logs.size(); ++k)
+    for (const auto& s : logs[k].series) {
+      const SeriesDef& d = def_of(s.key);
+      all.push_back({&s, &d, runs ? kRunColors[k % std::size(kRunColors)] : d.color, runs ? d.dash : "",
+                     runs ? logs[k].name + ": " + s.label : s.label});
+    }
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   bool integer_steps = true;
-  for (const auto& s : log.series) {
+  for (const Drawn& dr : all) {
+    const LossSeries& s = *dr.s;
     for (size_t i = 0; i < s.steps.size(); ++i) {
       x0 = std::min(x0, s.steps[i]);
       x1 = std::max(x1, s.steps[i]);
@@ -175,16 +197,18 @@ std::string render_loss_svg(const LossLog& log, const std::string& title) {
                    (T + B) / 2);
 
   // Series: one polyline each (a single point shows as its marker).
-  for (const auto& s : log.series) {
-    const SeriesDef& d = def_of(s.key);
+  for (const Drawn& dr : all) {
+    const LossSeries& s = *dr.s;
+    const SeriesDef& d = *dr.d;
     std::string pts;
     for (size_t i = 0; i < s.steps.size(); ++i)
       pts += fmt::format("{}{:.1f},{:.1f}", i ? " " : "", px(s.steps[i]), py(s.values[i]));
     o += fmt::format("<polyline class=\"series\" data-key=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" "
-                     "stroke-linejoin=\"round\" points=\"{}\"/>\n",
-                     s.key, d.color, d.validation ? 2 : 1.3, pts);
+                     "stroke-linejoin=\"round\"{} points=\"{}\"/>\n",
+                     s.key, dr.color, d.validation ? 2 : 1.3,
+                     dr.dash.empty() ? "" : fmt::format(" stroke-dasharray=\"{}\"", dr.dash), pts);
     if (d.validation || s.steps.size() == 1) {
-      o += fmt::format("<g class=\"markers\" data-key=\"{}\" fill=\"{}\" stroke=\"white\" stroke-width=\"1\">", s.key, d.color);
+      o += fmt::format("<g class=\"markers\" data-key=\"{}\" fill=\"{}\" stroke=\"white\" stroke-width=\"1\">", s.key, dr.color);
       for (size_t i = 0; i < s.steps.size(); ++i)
         o += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\"/>", px(s.steps[i]), py(s.values[i]));
       o += "</g>\n";
@@ -192,19 +216,22 @@ std::string render_loss_svg(const LossLog& log, const std::string& title) {
   }
 
   // Legend, top right inside the plot: swatch, label, last value.
-  const double lw = 300, lh = 12 + 20.0 * static_cast<double>(log.series.size()), lx = R - lw - 10, ly = T + 10;
+  size_t longest = 0;
+  for (const Drawn& dr : all) longest = std::max(longest, dr.label.size());
+  const double lw = std::max(300.0, 190.0 + 7.5 * static_cast<double>(longest));
+  const double lh = 12 + 20.0 * static_cast<double>(all.size()), lx = R - lw - 10, ly = T + 10;
   o += fmt::format("<g class=\"legend\">\n<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"white\" "
                    "fill-opacity=\"0.9\" stroke=\"#999\"/>\n",
                    lx, ly, lw, lh);
-  for (size_t k = 0; k < log.series.size(); ++k) {
-    const auto& s = log.series[k];
-    const SeriesDef& d = def_of(s.key);
+  for (size_t k = 0; k < all.size(); ++k) {
+    const LossSeries& s = *all[k].s;
     const double y = ly + 16 + 20.0 * static_cast<double>(k);
-    o += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"/>", lx + 10, y,
-                     lx + 38, y, d.color);
+    o += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"{}/>", lx + 10, y,
+                     lx + 38, y, all[k].color,
+                     all[k].dash.empty() ? "" : fmt::format(" stroke-dasharray=\"{}\"", all[k].dash));
     const double st = s.steps.back();
     o += fmt::format("<text x=\"{}\" y=\"{}\" dy=\"4\">{} (last {:.3f} at step {})</text>\n", lx + 46, y,
-                     xml_escape(s.label), s.values.back(), st == std::floor(st) ? fmt::format("{:.0f}", st) : fmt::format("{}", st));
+                     xml_escape(all[k].label), s.values.back(), st == std::floor(st) ? fmt::format("{:.0f}", st) : fmt::format("{}", st));
   }
   o += "</g>\n</svg>\n";
   return o;

@@ -13,6 +13,7 @@ struct LossSeries {
 };
 
 struct LossLog {
+  std::string name;  // the run's name in a legend of several logs ("" for one log)
   // In drawing order; a series with no point, or only zeros (mtp_loss without an MTP module), is
   // left out.
   std::vector<LossSeries> series;
@@ -29,5 +30,8 @@ LossLog read_loss_log(const std::string& path);
 // The SVG document: x = step, y = loss in nats, one <polyline> per series (train series as
 // lines, validation series as lines with a circle per point), ticks, axis labels, legend, title.
 std::string render_loss_svg(const LossLog& log, const std::string& title);
+// Several runs in one picture (e.g. FP8 against BF16): each run has its own colour and its
+// name in the legend; the series kinds are told apart by dash and markers.
+std::string render_loss_svg(const std::vector<LossLog>& logs, const std::string& title);
 
 }  // namespace dsv3

@@ -14,8 +14,8 @@
 #include "ops/ops.h"
 
 namespace dsv3::ops {
-namespace {
 
+namespace detail {
 // dst[c, r] = src[r, c] for a [R, C] matrix with row stride ld; blocked for the cache.
 void transpose(const float* src, int64_t R, int64_t C, int64_t ld, float* dst) {
   constexpr int64_t B = 32;
@@ -26,7 +26,6 @@ void transpose(const float* src, int64_t R, int64_t C, int64_t ld, float* dst) {
         for (int64_t r = r0; r < std::min(R, r0 + B); ++r) dst[c * R + r] = src[r * ld + c];
 }
 
-// Grows a per-call-site buffer (the trainer calls these ops from one thread).
 float* buffer(std::vector<float>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
   return v.data();
@@ -40,8 +39,11 @@ WeightView f32_view(const float* p, int64_t rows, int64_t cols) {
   v.cols = cols;
   return v;
 }
+}  // namespace detail
 
-}  // namespace
+using detail::buffer;
+using detail::f32_view;
+using detail::transpose;
 
 void matmul_wgrad(const float* dy, int64_t n, int64_t lddy, const float* x, int64_t ldx, float* dw, int64_t R,
                   int64_t C, bool accumulate) {

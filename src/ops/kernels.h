@@ -4,8 +4,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 namespace dsv3::ops::detail {
@@ -25,6 +27,8 @@ struct Kernels {
   void (*scale)(float* y, float s, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  void (*gemm_fp8)(const Fp8Gemm& g);
+  void (*round_bf16)(const float* src, float* dst, int64_t n);
 };
 
 const Kernels& avx2_kernels();
@@ -33,6 +37,14 @@ const Kernels& avx512_kernels();
 // Threads to use for a job of about `work` multiply-adds: 1 for small jobs (a parallel region
 // costs microseconds), else num_threads(). Never affects results.
 int threads_for(int64_t work);
+
+// Helpers of the training ops (grad.cc, lowp.cc), compiled for the baseline ISA:
+// dst[c, r] = src[r, c] for a [R, C] matrix with row stride ld, blocked for the cache;
+void transpose(const float* src, int64_t R, int64_t C, int64_t ld, float* dst);
+// v grown to at least n floats (per-call-site buffers: the trainer calls the ops from one thread);
+float* buffer(std::vector<float>& v, int64_t n);
+// a float32 WeightView over p [rows, cols].
+WeightView f32_view(const float* p, int64_t rows, int64_t cols);
 
 // 64-byte aligned per-thread buffer of at least n floats; slot selects one of a few
 // independent buffers. Contents are undefined; valid until the same thread asks again.

@@ -632,10 +632,88 @@ void softmax(float* x, int64_t n) {
   scale<I>(x, 1.0f / sum, n);
 }
 
+// ---- FP8 training GEMM (ops/lowp.h): C[M, N] (+)= A[M, K] . B[K, N], quantised operands ----
+// A tile of R rows x NV vectors of C. Per 128-block of K the partials p run over k in order, as
+// ref::gemm_fp8_cells does: each product of two E4M3 values is exact in fp32, so the fma here
+// and the reference's multiply-add round alike; then c = fma(p, sa * sb, c), also in order.
+// Tiles start at multiples of NV * W columns, which divide 128, so a vector never straddles two
+// 128-column scale blocks.
+template <class I, int R, int NV>
+void gemm_fp8_tile(const Fp8Gemm& g, int64_t m0, int64_t n0) {
+  using V = typename I::V;
+  constexpr int W = I::W;
+  const int64_t K = g.K, N = g.N, KB = (K + kFp8Block - 1) / kFp8Block;
+  const int64_t NB = g.bn == 1 ? N : (N + kFp8Block - 1) / kFp8Block;
+  for (int r = 0; r < R; ++r)
+    if (!g.accumulate)
+      for (int v = 0; v < NV; ++v) I::storeu(g.c + (m0 + r) * g.ldc + n0 + v * W, I::zero());
+  for (int64_t kb = 0; kb < KB; ++kb) {
+    V p[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) p[r][v] = I::zero();
+    const int64_t k1 = min64(K, (kb + 1) * kFp8Block);
+    for (int64_t k = kb * kFp8Block; k < k1; ++k) {
+      V b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = I::loadu(g.qb + k * N + n0 + v * W);
+      for (int r = 0; r < R; ++r) {
+        const V a = I::set1(g.qa[(m0 + r) * K + k]);
+        for (int v = 0; v < NV; ++v) p[r][v] = I::fma(a, b[v], p[r][v]);
+      }
+    }
+    const float* sb = g.sb + kb * NB;
+    for (int r = 0; r < R; ++r) {
+      const float sa = g.sa[(m0 + r) * KB + kb];
+      for (int v = 0; v < NV; ++v) {
+        const int64_t n = n0 + v * W;
+        const V s = g.bn == 1 ? I::mul(I::set1(sa), I::loadu(sb + n)) : I::set1(sa * sb[n / kFp8Block]);
+        float* c = g.c + (m0 + r) * g.ldc + n;
+        I::storeu(c, I::fma(p[r][v], s, I::loadu(c)));
+      }
+    }
+  }
+}
+
+template <class I, int NV>
+void gemm_fp8_rows(const Fp8Gemm& g, int64_t m0, int64_t rows, int64_t n0) {
+  switch (rows) {
+    case 4: return gemm_fp8_tile<I, 4, NV>(g, m0, n0);
+    case 3: return gemm_fp8_tile<I, 3, NV>(g, m0, n0);
+    case 2: return gemm_fp8_tile<I, 2, NV>(g, m0, n0);
+    default: return gemm_fp8_tile<I, 1, NV>(g, m0, n0);
+  }
+}
+
+// Threads split the [4-row x panel] tiles of C; each output cell is computed by one thread in
+// a fixed order, so results never depend on the thread count. Columns past the last whole
+// vector go to the scalar reference cell by cell.
+template <class I>
+void gemm_fp8(const Fp8Gemm& g) {
+  constexpr int64_t kRows = 4, kPanel = I::kTileVecs * I::W;
+  const int64_t panels = g.N / kPanel, vec_end = g.N / I::W * I::W, mt = (g.M + kRows - 1) / kRows;
+  const int nt = threads_for(g.M * g.N * g.K);
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+  for (int64_t pi = 0; pi <= panels; ++pi)
+    for (int64_t mi = 0; mi < mt; ++mi) {
+      const int64_t m0 = mi * kRows, rows = min64(kRows, g.M - m0), n0 = pi * kPanel;
+      if (pi < panels) {
+        gemm_fp8_rows<I, I::kTileVecs>(g, m0, rows, n0);
+        continue;
+      }
+      for (int64_t n = n0; n + I::W <= vec_end; n += I::W) gemm_fp8_rows<I, 1>(g, m0, rows, n);
+      if (vec_end < g.N) ref::gemm_fp8_cells(g, m0, m0 + rows, vec_end, g.N);
+    }
+}
+
+template <class I>
+void round_bf16(const float* src, float* dst, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(n * 4))
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+}
+
 template <class I>
 const Kernels& kernels_for() {
   static const Kernels k{&matmul<I>, &matmul_batch<I>, &has_nan_codes<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
-                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>};
+                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>,   &gemm_fp8<I>, &round_bf16<I>};
   return k;
 }
 

@@ -22,7 +22,7 @@ std::atomic<int> g_simd{-1};    // -1: not chosen yet
 
 const detail::Kernels& ref_kernels() {
   static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
-                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy};
+                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy,   &ref::gemm_fp8, &ref::round_bf16};
   return k;
 }
 
@@ -171,5 +171,13 @@ void add(float* y, const float* x, int64_t n) { K().add(y, x, n); }
 void scale(float* y, float s, int64_t n) { K().scale(y, s, n); }
 float dot(const float* a, const float* b, int64_t n) { return K().dot(a, b, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { K().axpy(a, x, y, n); }
+
+void gemm_fp8(const Fp8Gemm& g) {
+  DSV3_CHECK(g.M >= 0 && g.K >= 0 && g.N >= 0 && g.ldc >= g.N, "gemm_fp8: bad shape [{}, {}] x [{}, {}], ldc {}",
+             g.M, g.K, g.K, g.N, g.ldc);
+  DSV3_CHECK(g.bn == 1 || g.bn == kFp8Block, "gemm_fp8: B tiles must be 128x1 or 128x128 (bn {})", g.bn);
+  K().gemm_fp8(g);
+}
+void round_bf16(const float* src, float* dst, int64_t n) { K().round_bf16(src, dst, n); }
 
 }  // namespace dsv3::ops

@@ -1,10 +1,12 @@
 // Scalar reference ops: one element at a time, written to be obviously correct, not fast.
 // Dot products accumulate in double so the reference is more accurate than any fp32 kernel
 // it is compared with.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 namespace dsv3::ops::ref {
@@ -104,6 +106,27 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// The FP8 recipe's GEMM, one output cell at a time (lowp.h): per 128-block of K the exact
+// products are summed in k order in fp32, then promoted as c = fma(p, sa * sb, c).
+void gemm_fp8_cells(const Fp8Gemm& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t KB = (g.K + kFp8Block - 1) / kFp8Block, NB = g.bn == 1 ? g.N : (g.N + kFp8Block - 1) / kFp8Block;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = n0; n < n1; ++n) {
+      float c = g.accumulate ? g.c[m * g.ldc + n] : 0.0f;
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        float p = 0.0f;
+        for (int64_t k = kb * kFp8Block; k < std::min(g.K, (kb + 1) * kFp8Block); ++k) p += g.qa[m * g.K + k] * g.qb[k * g.N + n];
+        c = std::fma(p, g.sa[m * KB + kb] * g.sb[kb * NB + n / g.bn], c);
+      }
+      g.c[m * g.ldc + n] = c;
+    }
+}
+void gemm_fp8(const Fp8Gemm& g) { gemm_fp8_cells(g, 0, g.M, 0, g.N); }
+
+void round_bf16(const float* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
 }  // namespace dsv3::ops::ref

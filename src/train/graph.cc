@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "ops/grad.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 #include "runtime/rope.h"
 #include "runtime/routing.h"
@@ -28,14 +29,6 @@ float* zeros(Buf& v, int64_t n) {
   return v.data();
 }
 const float* f32(const WeightView& v) { return static_cast<const float*>(v.data) + v.row0 * v.cols; }
-
-// y[n, W.rows] = x . W^T (+ with acc) and its two gradients, for float32 master views.
-void linear(const float* x, int64_t n, const WeightView& w, float* y) { ops::matmul(x, n, w.cols, w, y, w.rows); }
-void linear_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw, float* dx,
-                bool acc_dx) {
-  ops::matmul_wgrad(dy, n, w.rows, x, w.cols, mut(dw), w.rows, w.cols, true);
-  if (dx) ops::matmul_dgrad(dy, n, w.rows, w, dx, w.cols, acc_dx);
-}
 
 }  // namespace
 
@@ -86,15 +79,34 @@ struct TrainGraph::Impl {
   Buf f_a, f_da, f_dg;     // ffn_bwd: [rows, I] each
   Buf l_out, l_d, m_dw;    // layer_fwd output, layer_bwd gradient [N, H]; moe_bwd gate-weight grads [N, K]
   int64_t B = 0;           // sequences in the current batch
+  ops::GemmPrecision prec; // GEMM inputs of the Linears inside the blocks
 
-  explicit Impl(Params& params)
+  Impl(Params& params, ops::GemmPrecision precision)
       : p(params), c(params.config()), rope(c), router(c), H(c.hidden_size), nh(c.num_attention_heads),
         nope(c.qk_nope_head_dim), rd(c.qk_rope_head_dim), vd(c.v_head_dim), qk(nope + rd), kvl(c.kv_lora_rank),
         kvd(kvl + rd), ql(c.q_lora_rank), eps(static_cast<float>(c.rms_norm_eps)),
-        scale(static_cast<float>(c.softmax_scale())), acts(static_cast<size_t>(c.total_layers())) {}
+        scale(static_cast<float>(c.softmax_scale())), acts(static_cast<size_t>(c.total_layers())), prec(precision) {}
 
   const LayerWeights& W(int li) const { return p.weights().layers[static_cast<size_t>(li)]; }
   const LayerWeights& G(int li) const { return p.grads().layers[static_cast<size_t>(li)]; }
+
+  // y[n, W.rows] = x . W^T and its two gradients (dW accumulates) for a Linear inside the
+  // blocks (MLA projections, dense, shared and routed FFNs, the MTP projection), in `prec`.
+  void linear(const float* x, int64_t n, const WeightView& w, float* y) const {
+    ops::linear_fwd(prec, x, n, f32(w), w.rows, w.cols, y);
+  }
+  void linear_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw, float* dx,
+                  bool acc_dx) const {
+    ops::linear_bwd(prec, x, dy, n, f32(w), w.rows, w.cols, mut(dw), dx, acc_dx);
+  }
+  // The router and the output heads stay fp32 in every mode, as the report keeps them.
+  static void hp_linear(const float* x, int64_t n, const WeightView& w, float* y) {
+    ops::linear_fwd(ops::GemmPrecision::F32, x, n, f32(w), w.rows, w.cols, y);
+  }
+  static void hp_linear_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw,
+                            float* dx, bool acc_dx) {
+    ops::linear_bwd(ops::GemmPrecision::F32, x, dy, n, f32(w), w.rows, w.cols, mut(dw), dx, acc_dx);
+  }
 
   void rmsnorm_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw, float* dx,
                    bool acc) {
@@ -251,7 +263,7 @@ struct TrainGraph::Impl {
     MoeActs& M = A.moe;
     const int64_t N = B * Tl, E = c.n_routed_experts, K = c.num_experts_per_tok, I = c.moe_intermediate_size;
     float* logits = grow(s1, N * E);
-    linear(h2, N, m.router, logits);
+    hp_linear(h2, N, m.router, logits);
     grow(M.scores, N * E);
     M.chosen.resize(static_cast<size_t>(N * K));
     grow(M.wts, N * K);
@@ -369,7 +381,7 @@ struct TrainGraph::Impl {
         ops::softmax_backward(s, ds, E);
       }
     }
-    linear_bwd(h2, dlog, N, m.router, gm.router, dh2, true);
+    hp_linear_bwd(h2, dlog, N, m.router, gm.router, dh2, true);
   }
 
   // ---- decoder layer ---------------------------------------------------------------------
@@ -429,9 +441,9 @@ struct TrainGraph::Impl {
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
       const int64_t n = std::min(chunk, N - r0);
       float* lg = grow(logits, n * V);
-      linear(xf + r0 * H, n, head, lg);
+      hp_linear(xf + r0 * H, n, head, lg);
       sum += ops::cross_entropy(lg, n, V, tg + r0, grad_scale, nullptr);
-      if (dxf) linear_bwd(xf + r0 * H, lg, n, head, ghead, dxf + r0 * H, false);
+      if (dxf) hp_linear_bwd(xf + r0 * H, lg, n, head, ghead, dxf + r0 * H, false);
     }
     return sum;
   }
@@ -493,7 +505,7 @@ struct TrainGraph::Impl {
         ops::rmsnorm(hp + r * H, 1, H, mw.hnorm, eps, cat + r * 2 * H + H);
       }
       float* z = grow(M.z, Nk * H);
-      ops::matmul(cat, Nk, 2 * H, mw.eh_proj, z, H);
+      linear(cat, Nk, mw.eh_proj, z);
       layer_fwd(li, z, Tk, st, lw);
       float* zf = grow(M.zf, Nk * H);
       ops::rmsnorm(z, Nk, H, mw.head_norm, eps, zf);
@@ -542,7 +554,7 @@ struct TrainGraph::Impl {
   }
 };
 
-TrainGraph::TrainGraph(Params& p) : impl_(std::make_unique<Impl>(p)) {}
+TrainGraph::TrainGraph(Params& p, ops::GemmPrecision precision) : impl_(std::make_unique<Impl>(p, precision)) {}
 TrainGraph::~TrainGraph() = default;
 StepStats TrainGraph::run(const int32_t* tokens, int64_t B, int64_t T, const LossWeights& lw, bool backward) {
   DSV3_CHECK(B > 0 && T > 1, "train: a batch needs at least one sequence of two tokens (got {} x {})", B, T);

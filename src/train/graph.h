@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "ops/lowp.h"
 #include "train/params.h"
 
 namespace dsv3 {
@@ -38,7 +39,9 @@ struct StepStats {
 
 class TrainGraph {
  public:
-  explicit TrainGraph(Params& p);
+  // precision: GEMM inputs of every Linear inside the blocks (ops/lowp.h); the embedding,
+  // heads, router, norms and attention core are fp32 in every mode.
+  explicit TrainGraph(Params& p, ops::GemmPrecision precision = ops::GemmPrecision::F32);
   ~TrainGraph();
   // Forward over tokens [B, T]; with `backward`, also accumulates dL/dW into p.grad().
   StepStats run(const int32_t* tokens, int64_t B, int64_t T, const LossWeights& lw, bool backward);

@@ -13,8 +13,10 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "data/token_data.h"
+#include "dist/comm.h"
 #include "io/checkpoint.h"
 #include "model/weight_table.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 #include "train/checkpoint_io.h"
 #include "train/graph.h"
@@ -140,6 +142,25 @@ std::vector<double> max_vio(const StepStats& st) {
   return v;
 }
 
+// Data parallelism under mpirun: each rank ran its share of the global batch, so the step's sums
+// and counts add up over the ranks; the balance loss is a mean over sequences, so its sum is
+// divided by the ranks, as the gradients are (see run_training).
+void reduce_stats(StepStats& st) {
+  const int K = dist::size();
+  if (K == 1) return;
+  std::vector<double> v{st.main_sum, static_cast<double>(st.main_count), st.balance};
+  for (size_t k = 0; k < st.mtp_sum.size(); ++k) v.push_back(st.mtp_sum[k]), v.push_back(static_cast<double>(st.mtp_count[k]));
+  for (const auto& load : st.loads) v.insert(v.end(), load.begin(), load.end());
+  dist::allreduce_sum(v.data(), static_cast<int64_t>(v.size()));
+  size_t i = 0;
+  st.main_sum = v[i++];
+  st.main_count = static_cast<int64_t>(v[i++]);
+  st.balance = v[i++] / K;
+  for (size_t k = 0; k < st.mtp_sum.size(); ++k) st.mtp_sum[k] = v[i++], st.mtp_count[k] = static_cast<int64_t>(v[i++]);
+  for (auto& load : st.loads)
+    for (auto& x : load) x = static_cast<int64_t>(v[i++]);
+}
+
 std::string fmt_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   const int64_t t = static_cast<int64_t>(s + 0.5);
@@ -155,11 +176,14 @@ void check_options(const TrainOptions& o) {
   if (o.out_dir.empty()) fail("--out is required");
   if (o.steps < 1) fail("--steps must be at least 1");
   if (o.batch < 1) fail("--batch must be at least 1");
+  if (o.batch % dist::size() != 0)
+    fail("--batch {} is the global batch and must be a multiple of the {} ranks", o.batch, dist::size());
   if (o.seq_len < 2) fail("--seq-len must be at least 2");
   if (!(o.lr >= 0)) fail("--lr must be >= 0");
   if (o.optimizer != "adamw" && o.optimizer != "sgd") fail("--optimizer must be adamw or sgd (got '{}')", o.optimizer);
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "fp8")
     fail("--save-dtype must be f32, bf16 or fp8 (got '{}')", o.save_dtype);
+  ops::parse_gemm_precision(o.precision.c_str());  // names a bad --precision
   if (o.moments != "f32" && o.moments != "bf16") fail("--moments must be f32 or bf16 (got '{}')", o.moments);
   if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1) fail("--beta1/--beta2 must be in [0, 1)");
   if (o.clip < 0 || o.weight_decay < 0 || o.warmup < 0 || o.save_every < 0 || o.val_every < 0 || o.val_seqs < 0)
@@ -183,7 +207,7 @@ int run_training(const TrainOptions& o_in) {
 
   // Where the run starts: a resumed checkpoint, a checkpoint to fine-tune, or a fresh init.
   nlohmann::json prev = fs::exists(o.out_dir) ? read_trainer_state(o.out_dir) : nlohmann::json(nullptr);
-  fs::remove_all(o.out_dir + ".partial");  // an interrupted save; OUT itself is whole
+  if (dist::is_root()) fs::remove_all(o.out_dir + ".partial");  // an interrupted save; OUT itself is whole
   if (!o.resume && fs::exists(o.out_dir) && !fs::is_empty(o.out_dir) && !o.force) {
     if (!prev.is_null())
       fail("{}: holds a checkpoint at step {}; pass --resume to continue it or --force to start over", o.out_dir,
@@ -245,19 +269,24 @@ int run_training(const TrainOptions& o_in) {
   } else {
     params.init_random(o.seed, o.init_std);
   }
-  log_info("train: {} parameters ({} trainable), {} train sequences of {} tokens, {} validation sequences, batch {}",
-           params.size(), params.trainable_count(), nseq, o.seq_len, nval, o.batch);
+  log_info("train: {} parameters ({} trainable), {} train sequences of {} tokens, {} validation sequences, batch {}, {} GEMMs",
+           params.size(), params.trainable_count(), nseq, o.seq_len, nval, o.batch, o.precision);
   if (step0 >= o.steps) {
     log_info("train: {} is already at step {} (--steps {}); nothing to do", o.out_dir, step0, o.steps);
     return 0;
   }
 
-  TrainGraph graph(params);
+  TrainGraph graph(params, ops::parse_gemm_precision(o.precision.c_str()));
   LossWeights lw{o.mtp_weight, o.balance_alpha};
   Sampler sampler(nseq, o.seed, o.shuffle);
-  std::vector<int32_t> batch(static_cast<size_t>(o.batch * o.seq_len));
+  // Under mpirun each rank runs `lb` of the batch's sequences: rank r the r-th share, so K ranks
+  // read exactly the sequences one process would and average the same gradients.
+  const int K = dist::size(), rank = dist::rank();
+  const int64_t lb = o.batch / K;
+  if (K > 1) log_info("train: data parallel over {} ranks, {} sequences each per step", K, lb);
+  std::vector<int32_t> batch(static_cast<size_t>(lb * o.seq_len));
   std::ofstream logf;
-  if (!o.log_path.empty()) {
+  if (!o.log_path.empty() && dist::is_root()) {
     logf.open(o.log_path, std::ios::app);
     if (!logf) fail("{}: cannot open the log file", o.log_path);
   }
@@ -269,13 +298,17 @@ int run_training(const TrainOptions& o_in) {
     double ms = 0, mt = 0;
     int64_t mc = 0, tc = 0;
     for (int64_t s = 0; s < nval; s += o.batch) {
-      const int64_t b = std::min(o.batch, nval - s);
-      for (int64_t i = 0; i < b; ++i) data.val->sequence(s + i, o.seq_len, batch.data() + i * o.seq_len);
+      const int64_t s0 = s + rank * lb, b = std::min(lb, std::min(nval, s + o.batch) - s0);
+      if (b <= 0) continue;
+      for (int64_t i = 0; i < b; ++i) data.val->sequence(s0 + i, o.seq_len, batch.data() + i * o.seq_len);
       const StepStats vs = graph.run(batch.data(), b, o.seq_len, lw, false);
       ms += vs.main_sum;
       mc += vs.main_count;
       if (!vs.mtp_sum.empty()) mt += vs.mtp_sum[0], tc += vs.mtp_count[0];
     }
+    double sums[4] = {ms, static_cast<double>(mc), mt, static_cast<double>(tc)};
+    dist::allreduce_sum(sums, 4);
+    ms = sums[0], mc = static_cast<int64_t>(sums[1]), mt = sums[2], tc = static_cast<int64_t>(sums[3]);
     if (mc > 0) j["val_loss"] = ms / static_cast<double>(mc);
     if (tc > 0) j["val_mtp_loss"] = mt / static_cast<double>(tc);
   };
@@ -285,18 +318,23 @@ int run_training(const TrainOptions& o_in) {
     st["format"] = "dsv3-trainer-v1";
     st["data_position"] = step * o.batch;
     st["options"] = {{"batch", o.batch}, {"seq_len", o.seq_len}, {"seed", static_cast<int64_t>(o.seed)},
-                     {"optimizer", o.optimizer}, {"moments", o.moments}, {"lr", o.lr}, {"steps", o.steps},
+                     {"optimizer", o.optimizer}, {"moments", o.moments}, {"precision", o.precision}, {"lr", o.lr}, {"steps", o.steps},
                      {"save_dtype", o.save_dtype}, {"data", fs::absolute(o.data_dir).string()}};
     save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
   };
 
   for (int64_t step = step0; step < o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < o.batch; ++i)
-      data.train->sequence(sampler.at(step * o.batch + i), o.seq_len, batch.data() + i * o.seq_len);
+    for (int64_t i = 0; i < lb; ++i)
+      data.train->sequence(sampler.at(step * o.batch + rank * lb + i), o.seq_len, batch.data() + i * o.seq_len);
     params.zero_grad();
-    const StepStats st = graph.run(batch.data(), o.batch, o.seq_len, lw, true);
-    if (!o.dump_grads.empty() && step == step0) write_f32_tensors(o.dump_grads, params, params.grad());
+    StepStats st = graph.run(batch.data(), lb, o.seq_len, lw, true);
+    if (K > 1) {  // each rank's gradient is of its mean loss: the global one is their mean
+      dist::allreduce_sum(params.grad(), params.size());
+      ops::scale(params.grad(), 1.0f / static_cast<float>(K), params.size());
+      reduce_stats(st);
+    }
+    if (!o.dump_grads.empty() && step == step0 && dist::is_root()) write_f32_tensors(o.dump_grads, params, params.grad());
     const double gn = grad_norm(params);
     if (!std::isfinite(st.loss(lw)) || !std::isfinite(gn))
       fail("step {}: the loss or the gradient is not finite (loss {}, grad norm {}); lower --lr or check the data",
@@ -326,7 +364,10 @@ int run_training(const TrainOptions& o_in) {
     j["max_vio_layers"] = vio;
     const bool last = step + 1 == o.steps;
     if (nval > 0 && (last || (o.val_every > 0 && (step + 1) % o.val_every == 0))) validate(j);
-    if (last || (o.save_every > 0 && (step + 1) % o.save_every == 0)) save(step + 1);
+    if (last || (o.save_every > 0 && (step + 1) % o.save_every == 0)) {
+      if (dist::is_root()) save(step + 1);
+      dist::barrier();  // a rank that goes on to --resume later finds the checkpoint whole
+    }
     j["elapsed_s"] = elapsed;
     if (o.json) fmt::print("{}\n", j.dump()), std::fflush(stdout);
     if (logf) logf << j.dump() << "\n" << std::flush;

@@ -23,6 +23,7 @@ struct TrainOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8, weight_decay = 0.1, clip = 1.0;
   std::string moments = "f32";    // f32 | bf16
+  std::string precision = "fp32"; // GEMM inputs of the block Linears: fp32 | bf16 | fp8 (ops/lowp.h)
   double mtp_weight = 0.3, balance_alpha = 1e-4, bias_update = 1e-3;
   float init_std = 0.006f;
   uint64_t seed = 0;

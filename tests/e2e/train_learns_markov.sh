@@ -8,35 +8,7 @@ set -euo pipefail
 BIN="$1"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-python3 - "$TMP" <<'PY'
-import json, math, random, sys
-tmp = sys.argv[1]
-random.seed(7)
-V = 64
-P = []  # rows ~ Dirichlet(0.3): a few likely successors per state
-for _ in range(V):
-    g = [random.gammavariate(0.3, 1) for _ in range(V)]
-    s = sum(g)
-    P.append([x / s for x in g])
-pi = [1 / V] * V  # stationary distribution by power iteration
-for _ in range(2000):
-    pi = [sum(pi[i] * P[i][j] for i in range(V)) for j in range(V)]
-H = sum(pi[i] * -sum(p * math.log(p) for p in P[i] if p > 0) for i in range(V))
-cum = [[sum(row[: j + 1]) for j in range(V)] for row in P]
-def doc(n):
-    x = random.randrange(V)
-    out = [x]
-    for _ in range(n - 1):
-        r, c = random.random(), cum[x]
-        x = next((j for j in range(V) if r < c[j]), V - 1)
-        out.append(x)
-    return out
-with open(f"{tmp}/docs.jsonl", "w") as f:
-    for _ in range(700):
-        f.write(json.dumps(doc(1024)) + "\n")
-json.dump({"H": H}, open(f"{tmp}/H.json", "w"))
-print(f"Markov source: 64 tokens, entropy rate H = {H:.4f} nats")
-PY
+python3 "$(dirname "$0")/lib/markov.py" "$TMP"
 "$BIN" -q data --ids "$TMP/docs.jsonl" --out "$TMP/data" --vocab-size 64 --val-fraction 0.03
 "$BIN" -q train --config "$DSV3_TEST_DATA/train/markov-tiny.json" --data "$TMP/data" --out "$TMP/run" \
   --steps 600 --batch 16 --seq-len 64 --lr 3e-3 --warmup 30 --val-every 200 --val-seqs 64 --json -t 1 > "$TMP/log.jsonl"

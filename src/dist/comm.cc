@@ -1,0 +1,120 @@
+#include "dist/comm.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+
+#if DSV3_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace dsv3::dist {
+namespace {
+
+int g_rank = 0, g_size = 1;
+bool g_initialised = false;
+
+// Open MPI's launcher sets these in every process it starts (PMIx for the newer ones).
+bool started_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
+}
+
+#if DSV3_HAVE_MPI
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  fail("rank {}: {} failed: {}", g_rank, what, std::string(msg, static_cast<size_t>(len)));
+}
+
+template <class T>
+void allreduce(T* x, int64_t n, MPI_Datatype type) {
+  if (g_size == 1) return;
+  constexpr int64_t kChunk = int64_t{1} << 28;  // MPI counts are int
+  for (int64_t i = 0; i < n; i += kChunk)
+    check(MPI_Allreduce(MPI_IN_PLACE, x + i, static_cast<int>(std::min(kChunk, n - i)), type, MPI_SUM, MPI_COMM_WORLD),
+          "MPI_Allreduce");
+}
+#endif
+
+}  // namespace
+
+bool available() {
+#if DSV3_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+void init(int* argc, char*** argv) {
+  if (!started_by_mpirun()) return;
+#if DSV3_HAVE_MPI
+  int provided = 0;
+  // Only the main thread calls MPI; OpenMP threads stay inside the ops.
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    std::fprintf(stderr, "error: MPI_Init_thread failed\n");
+    std::exit(1);
+  }
+  g_initialised = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  // Errors come back as codes, which check() turns into exceptions naming the rank.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+#else
+  (void)argc, (void)argv;
+  const char* n = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (n && std::atoi(n) > 1) {
+    std::fprintf(stderr, "error: this dsv3 was built without MPI (install libopenmpi-dev and rebuild) but runs under mpirun -np %s\n", n);
+    std::exit(1);
+  }
+#endif
+}
+
+void finalize() {
+#if DSV3_HAVE_MPI
+  if (g_initialised) MPI_Finalize();
+#endif
+  g_initialised = false;
+}
+
+int rank() { return g_rank; }
+int size() { return g_size; }
+
+void allreduce_sum(float* x, int64_t n) {
+#if DSV3_HAVE_MPI
+  allreduce(x, n, MPI_FLOAT);
+#else
+  (void)x, (void)n;
+#endif
+}
+
+void allreduce_sum(double* x, int64_t n) {
+#if DSV3_HAVE_MPI
+  allreduce(x, n, MPI_DOUBLE);
+#else
+  (void)x, (void)n;
+#endif
+}
+
+void barrier() {
+#if DSV3_HAVE_MPI
+  if (g_size > 1) check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+#endif
+}
+
+void abort_all(const std::string& why, int code) {
+  std::fprintf(stderr, "error: rank %d of %d: %s\n", g_rank, g_size, why.c_str());
+  std::fflush(stderr);
+#if DSV3_HAVE_MPI
+  if (g_initialised && g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::exit(code);
+}
+
+}  // namespace dsv3::dist

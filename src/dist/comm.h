@@ -1,0 +1,32 @@
+// The process group of a run started by mpirun (Open MPI): rank, size and the collectives dsv3
+// uses. A run that mpirun did not start is one process and never initialises MPI, so plain runs
+// do not depend on a working MPI installation.
+//
+// Failure: a collective that fails throws dsv3::Error naming the rank; main() then calls
+// abort_all(), which makes mpirun end every rank with that message (never a hang). A rank that
+// dies is noticed by mpirun, which ends the others.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace dsv3::dist {
+
+// Initialises MPI when the process was started by mpirun; otherwise a no-op (rank 0 of 1).
+void init(int* argc, char*** argv);
+// Finalises MPI if init() initialised it.
+void finalize();
+int rank();
+int size();
+inline bool is_root() { return rank() == 0; }
+// Whether this binary can run under mpirun (built with MPI).
+bool available();
+
+// In-place sums over all ranks (no-ops for one process). Any length: long arrays go in chunks.
+void allreduce_sum(float* x, int64_t n);
+void allreduce_sum(double* x, int64_t n);
+void barrier();
+
+// Ends every rank of the job with exit code `code` after printing "error: rank R: why".
+[[noreturn]] void abort_all(const std::string& why, int code = 1);
+
+}  // namespace dsv3::dist
