@@ -16,7 +16,10 @@ const bool registered = register_command(
            "(plus trainer_state/); --resume continues it bit for bit up to --steps.\n"
            "Loss = mean CE + mtp-weight * mean MTP CE + balance-alpha * sequence-wise balance loss.\n"
            "Example: dsv3 data --ids docs.jsonl --out data && dsv3 train --config configs/demo-tiny.json --data data "
-           "--out run --steps 200 --batch 8 --seq-len 128 --lr 1e-3 --warmup 20");
+           "--out run --steps 200 --batch 8 --seq-len 128 --lr 1e-3 --warmup 20\n"
+           "Data parallel: mpirun -np K dsv3 train ... runs K ranks, each on --batch/K of the sequences of every step "
+           "(--batch stays the global batch, so the run equals one process's); gradients are all-reduced, only rank 0 "
+           "prints and writes checkpoints. --zero1 also shards the optimizer state.");
        app.add_option("--config", o->config_path, "config.json to train from scratch");
        app.add_option("--init", o->init_dir, "Checkpoint directory to start from");
        app.add_option("--data", o->data_dir, "Token data directory made by `dsv3 data`")->required();
@@ -56,6 +59,9 @@ const bool registered = register_command(
        app.add_option("--log", o->log_path, "Also append the JSON lines to this file");
        app.add_option("--dump-grads", o->dump_grads, "Write the first step's gradients as F32 safetensors here");
        app.add_flag("--resume", o->resume, "Continue from the checkpoint in --out");
+       app.add_flag("--zero1", o->zero1,
+                    "Under mpirun: each rank keeps the AdamW moments of 1/K of the parameters and updates that "
+                    "slice (reduce-scatter, local update, all-gather), as ZeRO stage 1");
        app.add_flag("--force", o->force, "Start over even if --out holds something");
        app.add_flag("--json", o->json, "One JSON object per step on stdout");
        app.add_flag("!--no-shuffle", o->shuffle, "Read the sequences in order instead of a seeded shuffle per epoch");

@@ -108,6 +108,52 @@ void barrier() {
 #endif
 }
 
+#if DSV3_HAVE_MPI
+namespace {
+template <class T>
+void gather_impl(const T* in, T* out, const std::vector<int>& counts, const std::vector<int>& displs, MPI_Datatype t) {
+  check(MPI_Gatherv(in, counts[static_cast<size_t>(g_rank)], t, out, counts.data(), displs.data(), t, 0, MPI_COMM_WORLD),
+        "MPI_Gatherv");
+}
+}  // namespace
+#endif
+
+// One process: the whole array is its slice, so each collective is a copy or nothing.
+void reduce_scatter_sum(const float* in, float* out, const std::vector<int>& counts) {
+#if DSV3_HAVE_MPI
+  if (g_size > 1) {
+    check(MPI_Reduce_scatter(in, out, counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Reduce_scatter");
+    return;
+  }
+#endif
+  std::copy(in, in + counts[0], out);
+}
+
+void allgather(float* data, const std::vector<int>& counts, const std::vector<int>& displs) {
+#if DSV3_HAVE_MPI
+  if (g_size > 1)
+    check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displs.data(), MPI_FLOAT,
+                         MPI_COMM_WORLD),
+          "MPI_Allgatherv");
+#else
+  (void)data, (void)counts, (void)displs;
+#endif
+}
+
+void gather_to_root(const float* in, float* out, const std::vector<int>& counts, const std::vector<int>& displs) {
+#if DSV3_HAVE_MPI
+  if (g_size > 1) return gather_impl(in, out, counts, displs, MPI_FLOAT);
+#endif
+  std::copy(in, in + counts[0], out + displs[0]);
+}
+
+void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& counts, const std::vector<int>& displs) {
+#if DSV3_HAVE_MPI
+  if (g_size > 1) return gather_impl(in, out, counts, displs, MPI_UINT16_T);
+#endif
+  std::copy(in, in + counts[0], out + displs[0]);
+}
+
 void abort_all(const std::string& why, int code) {
   std::fprintf(stderr, "error: rank %d of %d: %s\n", g_rank, g_size, why.c_str());
   std::fflush(stderr);

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dsv3::dist {
 
@@ -25,6 +26,15 @@ bool available();
 void allreduce_sum(float* x, int64_t n);
 void allreduce_sum(double* x, int64_t n);
 void barrier();
+
+// ZeRO-1 over a flat array split into per-rank slices (counts[r] elements at displs[r]):
+// out [counts[rank]] = this rank's slice of the sum of every rank's `in` [sum of counts];
+void reduce_scatter_sum(const float* in, float* out, const std::vector<int>& counts);
+// every rank's slice of data gathered into all ranks' data (each rank's own slice in place);
+void allgather(float* data, const std::vector<int>& counts, const std::vector<int>& displs);
+// the slices `in` [counts[rank]] gathered into out [sum of counts] on rank 0 (out unused elsewhere).
+void gather_to_root(const float* in, float* out, const std::vector<int>& counts, const std::vector<int>& displs);
+void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& counts, const std::vector<int>& displs);
 
 // Ends every rank of the job with exit code `code` after printing "error: rank R: why".
 [[noreturn]] void abort_all(const std::string& why, int code = 1);

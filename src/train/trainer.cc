@@ -66,38 +66,49 @@ class Sampler {
   std::vector<int64_t> perm_;
 };
 
-double grad_norm(const Params& p) {
+// The slice [lo, hi) of the flat parameters this process updates: all of them, or its ZeRO-1
+// shard. g (the gradient) and the AdamW moments are indexed from lo.
+struct Shard {
+  int64_t lo = 0, hi = 0;
+  const float* g = nullptr;
+};
+
+// Sum of squared gradients of the trainable tensors inside the shard.
+double grad_sumsq(const Params& p, const Shard& sh) {
   double s = 0;
   for (const ParamTensor& t : p.tensors()) {
     if (!t.trainable) continue;
-    const float* g = p.grad() + t.offset;
+    const int64_t a = std::max(t.offset, sh.lo), b = std::min(t.offset + t.numel, sh.hi);
     double ts = 0;
-    for (int64_t i = 0; i < t.numel; ++i) ts += static_cast<double>(g[i]) * g[i];
+    for (int64_t j = a; j < b; ++j) ts += static_cast<double>(sh.g[j - sh.lo]) * sh.g[j - sh.lo];
     s += ts;
   }
-  return std::sqrt(s);
+  return s;
 }
 
-void optimizer_step(const TrainOptions& o, Params& p, MomentState& mom, int64_t t, double lr, float gscale) {
+void optimizer_step(const TrainOptions& o, Params& p, MomentState& mom, int64_t t, double lr, float gscale,
+                    const Shard& sh) {
   const bool adam = o.optimizer == "adamw", bf = mom.dtype == "bf16";
   const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(t)), bc2 = 1 - std::pow(o.beta2, static_cast<double>(t));
   const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
   for (const ParamTensor& pt : p.tensors()) {
-    if (!pt.trainable) continue;
-    float* w = p.data() + pt.offset;
-    const float* g = p.grad() + pt.offset;
+    const int64_t a = std::max(pt.offset, sh.lo), b = std::min(pt.offset + pt.numel, sh.hi);
+    if (!pt.trainable || a >= b) continue;
+    float* w = p.data() + a;                 // [b - a] of this tensor inside the shard
+    const float* g = sh.g + (a - sh.lo);
+    const int64_t n = b - a, m0 = a - sh.lo;  // moments of element i: m0 + i
     const float decay = pt.decay ? static_cast<float>(1.0 - lr * o.weight_decay) : 1.0f;
     const float flr = static_cast<float>(lr);
     if (!adam) {
 #pragma omp parallel for schedule(static) num_threads(ops::num_threads())
-      for (int64_t i = 0; i < pt.numel; ++i) w[i] = w[i] * decay - flr * (g[i] * gscale);
+      for (int64_t i = 0; i < n; ++i) w[i] = w[i] * decay - flr * (g[i] * gscale);
       continue;
     }
     const float step = static_cast<float>(lr / bc1), sq = static_cast<float>(1.0 / std::sqrt(bc2));
     const float eps = static_cast<float>(o.adam_eps);
 #pragma omp parallel for schedule(static) num_threads(ops::num_threads())
-    for (int64_t i = 0; i < pt.numel; ++i) {
-      const int64_t j = pt.offset + i;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = m0 + i;
       const float gi = g[i] * gscale;
       float m = bf ? bf16_to_f32(mom.mb[j]) : mom.m[j];
       float v = bf ? bf16_to_f32(mom.vb[j]) : mom.v[j];
@@ -176,6 +187,7 @@ void check_options(const TrainOptions& o) {
   if (o.out_dir.empty()) fail("--out is required");
   if (o.steps < 1) fail("--steps must be at least 1");
   if (o.batch < 1) fail("--batch must be at least 1");
+  if (o.zero1 && !o.dump_grads.empty()) fail("--dump-grads needs the whole gradient; run it without --zero1");
   if (o.batch % dist::size() != 0)
     fail("--batch {} is the global batch and must be a multiple of the {} ranks", o.batch, dist::size());
   if (o.seq_len < 2) fail("--seq-len must be at least 2");
@@ -284,6 +296,29 @@ int run_training(const TrainOptions& o_in) {
   const int K = dist::size(), rank = dist::rank();
   const int64_t lb = o.batch / K;
   if (K > 1) log_info("train: data parallel over {} ranks, {} sequences each per step", K, lb);
+  // ZeRO-1 (--zero1): rank r keeps the AdamW moments of one contiguous slice of the flat
+  // parameters, gets that slice of the summed gradient by reduce-scatter, updates it, and the
+  // slices are all-gathered back into every rank's full copy of the weights.
+  const bool zero1 = o.zero1 && K > 1 && o.optimizer == "adamw";
+  const int64_t P = params.size(), chunk = (P + K - 1) / K;
+  std::vector<int> counts(static_cast<size_t>(K)), displs(static_cast<size_t>(K));
+  for (int r = 0; r < K; ++r) {
+    displs[static_cast<size_t>(r)] = static_cast<int>(std::min(P, r * chunk));
+    counts[static_cast<size_t>(r)] = static_cast<int>(std::min(P, (r + 1) * chunk) - displs[static_cast<size_t>(r)]);
+  }
+  Shard shard{0, P, params.grad()};
+  std::vector<float> gshard;
+  if (zero1) {
+    shard.lo = displs[static_cast<size_t>(rank)];
+    shard.hi = shard.lo + counts[static_cast<size_t>(rank)];
+    gshard.resize(static_cast<size_t>(shard.hi - shard.lo));
+    shard.g = gshard.data();
+    auto slice = [&](auto& v) {
+      if (!v.empty()) v = std::decay_t<decltype(v)>(v.begin() + shard.lo, v.begin() + shard.hi);
+    };
+    slice(mom.m), slice(mom.v), slice(mom.mb), slice(mom.vb);
+    log_info("train: ZeRO-1: each rank holds the AdamW moments of {} of the {} parameters", chunk, P);
+  }
   std::vector<int32_t> batch(static_cast<size_t>(lb * o.seq_len));
   std::ofstream logf;
   if (!o.log_path.empty() && dist::is_root()) {
@@ -320,7 +355,20 @@ int run_training(const TrainOptions& o_in) {
     st["options"] = {{"batch", o.batch}, {"seq_len", o.seq_len}, {"seed", static_cast<int64_t>(o.seed)},
                      {"optimizer", o.optimizer}, {"moments", o.moments}, {"precision", o.precision}, {"lr", o.lr}, {"steps", o.steps},
                      {"save_dtype", o.save_dtype}, {"data", fs::absolute(o.data_dir).string()}};
-    save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
+    if (!zero1) return save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
+    MomentState full;  // the shards' moments, gathered on rank 0 for the checkpoint
+    full.dtype = mom.dtype;
+    const size_t n = dist::is_root() ? static_cast<size_t>(P) : 0;
+    if (mom.dtype == "bf16") {
+      full.mb.resize(n), full.vb.resize(n);
+      dist::gather_to_root(mom.mb.data(), full.mb.data(), counts, displs);
+      dist::gather_to_root(mom.vb.data(), full.vb.data(), counts, displs);
+    } else {
+      full.m.resize(n), full.v.resize(n);
+      dist::gather_to_root(mom.m.data(), full.m.data(), counts, displs);
+      dist::gather_to_root(mom.v.data(), full.v.data(), counts, displs);
+    }
+    if (dist::is_root()) save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &full, st});
   };
 
   for (int64_t step = step0; step < o.steps; ++step) {
@@ -330,18 +378,26 @@ int run_training(const TrainOptions& o_in) {
     params.zero_grad();
     StepStats st = graph.run(batch.data(), lb, o.seq_len, lw, true);
     if (K > 1) {  // each rank's gradient is of its mean loss: the global one is their mean
-      dist::allreduce_sum(params.grad(), params.size());
-      ops::scale(params.grad(), 1.0f / static_cast<float>(K), params.size());
+      if (zero1) {
+        dist::reduce_scatter_sum(params.grad(), gshard.data(), counts);
+        ops::scale(gshard.data(), 1.0f / static_cast<float>(K), static_cast<int64_t>(gshard.size()));
+      } else {
+        dist::allreduce_sum(params.grad(), params.size());
+        ops::scale(params.grad(), 1.0f / static_cast<float>(K), params.size());
+      }
       reduce_stats(st);
     }
     if (!o.dump_grads.empty() && step == step0 && dist::is_root()) write_f32_tensors(o.dump_grads, params, params.grad());
-    const double gn = grad_norm(params);
+    double sumsq = grad_sumsq(params, shard);
+    if (zero1) dist::allreduce_sum(&sumsq, 1);
+    const double gn = std::sqrt(sumsq);
     if (!std::isfinite(st.loss(lw)) || !std::isfinite(gn))
       fail("step {}: the loss or the gradient is not finite (loss {}, grad norm {}); lower --lr or check the data",
            step + 1, st.loss(lw), gn);
     const float gscale = o.clip > 0 && gn > o.clip ? static_cast<float>(o.clip / (gn + 1e-6)) : 1.0f;
     const double lr = lr_at(o, step);
-    optimizer_step(o, params, mom, step + 1, lr, gscale);
+    optimizer_step(o, params, mom, step + 1, lr, gscale, shard);
+    if (zero1) dist::allgather(params.data(), counts, displs);
     update_bias(params, st, o.bias_update);
 
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -365,7 +421,7 @@ int run_training(const TrainOptions& o_in) {
     const bool last = step + 1 == o.steps;
     if (nval > 0 && (last || (o.val_every > 0 && (step + 1) % o.val_every == 0))) validate(j);
     if (last || (o.save_every > 0 && (step + 1) % o.save_every == 0)) {
-      if (dist::is_root()) save(step + 1);
+      if (zero1 || dist::is_root()) save(step + 1);  // ZeRO-1: every rank sends its moments
       dist::barrier();  // a rank that goes on to --resume later finds the checkpoint whole
     }
     j["elapsed_s"] = elapsed;

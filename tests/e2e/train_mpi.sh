@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (issue 13): K = 2 and 4 ranks with the same global --batch
 # give the same loss at every step (and the same validation loss) as one process within 1e-5
-# relative; only rank 0 prints; resume works under mpirun; a bad split fails fast on every rank
+# relative, also with the optimizer state sharded (--zero1); only rank 0 prints; resume works under mpirun; a bad split fails fast on every rank
 # with a message instead of hanging.
 set -euo pipefail
 BIN="$1"
@@ -21,6 +21,12 @@ ARGS8=("${ARGS[@]}" --steps 8 --batch 8)
 for k in 2 4; do
   timeout 300 "${MPI[@]}" -np $k "$BIN" "${ARGS8[@]}" --out "$TMP/r$k" > "$TMP/k$k.jsonl" 2> "$TMP/k$k.err"
 done
+for k in 2 4; do  # ZeRO-1: the optimizer state sharded over the ranks
+  timeout 300 "${MPI[@]}" -np $k "$BIN" -q "${ARGS8[@]}" --zero1 --out "$TMP/z$k" > "$TMP/kz$k.jsonl"
+done
+# A ZeRO-1 checkpoint holds the whole optimizer state: written by 2 ranks, resumed by 4.
+timeout 300 "${MPI[@]}" -np 2 "$BIN" -q "${ARGS[@]}" --steps 4 --batch 8 --zero1 --out "$TMP/rz" > /dev/null
+timeout 300 "${MPI[@]}" -np 4 "$BIN" -q "${ARGS8[@]}" --zero1 --out "$TMP/rz" --resume > "$TMP/resumed_z.jsonl"
 # Resume under mpirun: 4 steps, then --resume to 8.
 timeout 300 "${MPI[@]}" -np 2 "$BIN" -q "${ARGS[@]}" --steps 4 --batch 8 --out "$TMP/rr" > /dev/null
 timeout 300 "${MPI[@]}" -np 2 "$BIN" -q "${ARGS8[@]}" --out "$TMP/rr" --resume > "$TMP/resumed.jsonl"
@@ -31,7 +37,7 @@ def load(name):
     return [json.loads(l) for l in open(f"{tmp}/{name}.jsonl")]
 one = load("k1")
 assert len(one) == 8
-for k in (2, 4):
+for k in (2, 4, "z2", "z4"):
     run = load(f"k{k}")
     assert len(run) == 8, f"-np {k}: {len(run)} JSON lines on stdout, expected 8 (rank 0 only)"
     worst = 0.0
@@ -43,11 +49,12 @@ for k in (2, 4):
         assert a["max_vio_layers"] == b["max_vio_layers"], "expert loads differ"
     print(f"-np {k}: worst relative loss difference to one process over 8 steps: {worst:.2e}")
     assert worst <= 1e-5, worst
-res = load("resumed")
-assert [j["step"] for j in res] == [5, 6, 7, 8], [j["step"] for j in res]
-worst = max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(one[4:], res))
-print(f"resume under mpirun -np 2: worst relative difference {worst:.2e}")
-assert worst <= 1e-5
+for name in ("resumed", "resumed_z"):
+    res = load(name)
+    assert [j["step"] for j in res] == [5, 6, 7, 8], [j["step"] for j in res]
+    worst = max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(one[4:], res))
+    print(f"{name} under mpirun: worst relative difference {worst:.2e}")
+    assert worst <= 1e-5
 PY
 grep -q "data parallel over 2 ranks" "$TMP/k2.err"
 [ "$(grep -c 'data parallel over' "$TMP/k4.err")" = 1 ] || { echo "ranks other than 0 logged" >&2; exit 1; }
