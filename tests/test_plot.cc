@@ -123,6 +123,9 @@ TEST(LossPlot, SeveralRunsShareOnePicture) {
   EXPECT_NE(svg.find("stroke=\"#d62728\""), std::string::npos);  // the second run's colour
   EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);
   EXPECT_NE(svg.find(">30<"), std::string::npos) << "the y axis must reach run b's values";
+  smooth_train_series(logs[1], 2);
+  EXPECT_EQ(logs[1].series[0].values, (std::vector<double>{30.5, 30.0}));
+  EXPECT_EQ(logs[1].series[0].label, "train loss (mean of 2)");
   fs::remove(a);
   fs::remove(b);
 }

@@ -14,6 +14,7 @@ namespace {
 struct PlotOpts {
   std::vector<std::string> logs, labels, series;
   std::string out, title;
+  int smooth = 1;
 };
 
 int run_plot(const PlotOpts& o) {
@@ -33,6 +34,7 @@ int run_plot(const PlotOpts& o) {
     if (!o.series.empty())
       std::erase_if(log.series, [&](const LossSeries& s) { return std::find(o.series.begin(), o.series.end(), s.key) == o.series.end(); });
     if (log.series.empty()) fail("{}: none of the --series is in this log", o.logs[i]);
+    smooth_train_series(log, o.smooth);
     log.name = o.labels.empty() ? fs::path(o.logs[i]).stem().string() : o.labels[i];
     std::string series;
     for (const auto& s : log.series) series += fmt::format("{}{} ({} points)", series.empty() ? "" : ", ", s.key, s.steps.size());
@@ -62,6 +64,9 @@ const bool registered = register_command(
        app.add_option("logs", o->logs, "JSON-lines training logs (one run each)")->required();
        app.add_option("-o,--out", o->out, "Output SVG (default: the first LOG with its extension replaced by .svg)");
        app.add_option("--labels", o->labels, "Run names in the legend, one per log (default: the file names)")->delimiter(',');
+       app.add_option("--smooth", o->smooth, "Draw each training curve as its trailing mean over N steps (validation unchanged)")
+           ->check(CLI::Range(1, 100000))
+           ->capture_default_str();
        app.add_option("--series", o->series, "Only these series: main_loss, mtp_loss, val_loss, val_mtp_loss")->delimiter(',');
        app.add_option("--title", o->title, "Title (default: 'Training loss: LOG-NAME')");
        return [o] { return run_plot(*o); };

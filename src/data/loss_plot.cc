@@ -124,6 +124,22 @@ LossLog read_loss_log(const std::string& path) {
   return log;
 }
 
+void smooth_train_series(LossLog& log, int window) {
+  if (window <= 1) return;
+  for (LossSeries& s : log.series) {
+    if (def_of(s.key).validation) continue;
+    std::vector<double> out(s.values.size());
+    double sum = 0;
+    for (size_t i = 0; i < s.values.size(); ++i) {
+      sum += s.values[i];
+      if (i >= static_cast<size_t>(window)) sum -= s.values[i - static_cast<size_t>(window)];
+      out[i] = sum / static_cast<double>(std::min(i + 1, static_cast<size_t>(window)));
+    }
+    s.values = std::move(out);
+    s.label += fmt::format(" (mean of {})", window);
+  }
+}
+
 std::string render_loss_svg(const LossLog& log, const std::string& title) {
   return render_loss_svg(std::vector<LossLog>{log}, title);
 }

@@ -27,6 +27,10 @@ struct LossLog {
 // or has no usable line.
 LossLog read_loss_log(const std::string& path);
 
+// Replaces each training series' values (not validation) by their trailing mean over `window`
+// logged points, for noisy small-batch curves; window <= 1 leaves them.
+void smooth_train_series(LossLog& log, int window);
+
 // The SVG document: x = step, y = loss in nats, one <polyline> per series (train series as
 // lines, validation series as lines with a circle per point), ticks, axis labels, legend, title.
 std::string render_loss_svg(const LossLog& log, const std::string& title);
