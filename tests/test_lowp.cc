@@ -112,19 +112,24 @@ std::vector<float> spread(int64_t rows, int64_t cols, std::mt19937& rng) {
 }
 
 TEST(LowP, QuantisedValuesAreExactE4m3TimesTheTileScale) {
+  OpsState keep;
   std::mt19937 rng(1);
   const int64_t M = 260, K = 300;
-  const std::vector<float> x = spread(M, K, rng);
-  for (auto [tr, tc] : {std::pair<int64_t, int64_t>{1, 128}, {128, 128}, {128, 1}}) {
-    const Quantised want = quantise(x, M, K, tr, tc);
-    std::vector<float> q(x.size()), s(want.s.size());
-    quantize_fp8(x.data(), M, K, K, tr, tc, q.data(), s.data());
-    expect_bits(s, want.s, "scales");
-    expect_bits(q, want.q, "values");
-    for (float v : q) ASSERT_EQ(e4m3_to_f32(f32_to_e4m3(v)), v) << "not an E4M3 value";
-    // Each tile's largest magnitude maps to +-448 exactly.
-    EXPECT_EQ(*std::max_element(q.begin(), q.end()), 448.0f);
-  }
+  std::vector<float> x = spread(M, K, rng);
+  x[5] = 448.0f * 0x1p-20f, x[6] = -x[5] * 0.75f;  // E4M3 subnormals and a tie after scaling
+  for (auto [tr, tc] : {std::pair<int64_t, int64_t>{1, 128}, {128, 128}, {128, 1}})
+    for (Simd lv : levels()) {
+      set_simd_level(lv);
+      SCOPED_TRACE(::testing::Message() << simd_name(lv) << " tile " << tr << "x" << tc);
+      const Quantised want = quantise(x, M, K, tr, tc);
+      std::vector<float> q(x.size()), s(want.s.size());
+      quantize_fp8(x.data(), M, K, K, tr, tc, q.data(), s.data());
+      expect_bits(s, want.s, "scales");
+      expect_bits(q, want.q, "values");
+      for (float v : q) ASSERT_EQ(e4m3_to_f32(f32_to_e4m3(v)), v) << "not an E4M3 value";
+      // Each tile's largest magnitude maps to +-448 exactly.
+      EXPECT_EQ(*std::max_element(q.begin(), q.end()), 448.0f);
+    }
   std::vector<float> q(4), s(1);
   EXPECT_THROW(quantize_fp8(x.data(), 2, 2, 2, 64, 128, q.data(), s.data()), Error);
 }

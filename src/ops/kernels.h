@@ -29,6 +29,7 @@ struct Kernels {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   void (*gemm_fp8)(const Fp8Gemm& g);
   void (*round_bf16)(const float* src, float* dst, int64_t n);
+  void (*quantize_fp8)(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s);
 };
 
 const Kernels& avx2_kernels();

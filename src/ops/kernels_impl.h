@@ -10,6 +10,7 @@
 // scan_found(m).
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/fp8_block.h"
 #include "core/tensor.h"
 #include "ops/kernels.h"
 
@@ -710,10 +712,67 @@ void round_bf16(const float* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
+// ---- FP8 tile quantisation (ops/lowp.h quantize_fp8) ----
+// E4M3 rounding of y as a float, branch-free so the compiler vectorises the loop that calls it;
+// equal to e4m3_to_f32(f32_to_e4m3(y)) for every y (test_lowp checks against all 256 codes):
+// at and above 2^-6 the fp32 mantissa is rounded to 3 bits (nearest even, carries into the
+// exponent), below it adding 2^14 makes fp32 round to the 2^-9 subnormal grid; saturates at 448
+// and keeps NaN.
+inline float e4m3_round(float y) {
+  const uint32_t u = std::bit_cast<uint32_t>(y), a = u & 0x7fffffffu;
+  const uint32_t rn = (a + 0x7ffffu + ((a >> 20) & 1u)) & 0xfff00000u;
+  const uint32_t rs = std::bit_cast<uint32_t>((std::bit_cast<float>(a) + 16384.0f) - 16384.0f);
+  uint32_t r = a < (121u << 23) ? rs : rn;
+  r = r > 0x43e00000u ? 0x43e00000u : r;
+  r = a > 0x7f800000u ? a : r;
+  return std::bit_cast<float>(r | (u & 0x80000000u));
+}
+
+// Tiles of tr x tc (each 1 or 128): per band of tr rows the per-column amax is taken across the
+// rows with vector max, then folded per 128 columns when tc = 128; threads split the bands.
+template <class I>
+void quantize_fp8(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s) {
+  using V = typename I::V;
+  const int64_t MT = (M + tr - 1) / tr, KT = (K + tc - 1) / tc;
+  const int nt = static_cast<int>(min64(threads_for(M * K * 8), MT));
+#pragma omp parallel num_threads(nt)
+  {
+    float* colmax = scratch(0, static_cast<size_t>(K));
+    float* sc = scratch(1, static_cast<size_t>(K));  // each column's scale
+#pragma omp for schedule(static)
+    for (int64_t ti = 0; ti < MT; ++ti) {
+      const int64_t r0 = ti * tr, r1 = min64(M, r0 + tr);
+      for (int64_t c = 0; c < K; ++c) colmax[c] = 0.0f;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* x = src + r * ld;
+        int64_t c = 0;
+        for (; c + I::W <= K; c += I::W) {
+          const V v = I::loadu(x + c);
+          I::storeu(colmax + c, I::max(I::loadu(colmax + c), I::max(v, I::sub(I::zero(), v))));
+        }
+        for (; c < K; ++c) colmax[c] = std::max(colmax[c], std::fabs(x[c]));
+      }
+      for (int64_t tj = 0; tj < KT; ++tj) {
+        const int64_t c0 = tj * tc, c1 = min64(K, c0 + tc);
+        float amax = 0.0f;
+        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, colmax[c]);
+        const float scale = fp8_tile_scale(amax);
+        s[ti * KT + tj] = scale;
+        for (int64_t c = c0; c < c1; ++c) sc[c] = scale;
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* x = src + r * ld;
+        float* out = q + r * K;
+        for (int64_t c = 0; c < K; ++c) out[c] = e4m3_round(x[c] / sc[c]);
+      }
+    }
+  }
+}
+
 template <class I>
 const Kernels& kernels_for() {
   static const Kernels k{&matmul<I>, &matmul_batch<I>, &has_nan_codes<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
-                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>,   &gemm_fp8<I>, &round_bf16<I>};
+                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>,   &gemm_fp8<I>, &round_bf16<I>, &quantize_fp8<I>};
   return k;
 }
 

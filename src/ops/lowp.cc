@@ -68,25 +68,6 @@ const char* gemm_precision_name(GemmPrecision p) {
   }
 }
 
-void quantize_fp8(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s) {
-  DSV3_CHECK((tr == 1 || tr == kFp8Block) && (tc == 1 || tc == kFp8Block) && M >= 0 && K >= 0 && ld >= K,
-             "quantize_fp8: bad tile {}x{} or shape [{}, {}] (ld {})", tr, tc, M, K, ld);
-  const int64_t MT = ceil_div(M, tr), KT = ceil_div(K, tc);
-  // Threads take whole tiles (one writer per scale and per value).
-#pragma omp parallel for collapse(2) schedule(static) num_threads(detail::threads_for(M * K * 8))
-  for (int64_t ti = 0; ti < MT; ++ti)
-    for (int64_t tj = 0; tj < KT; ++tj) {
-      const int64_t r0 = ti * tr, r1 = std::min(M, r0 + tr), c0 = tj * tc, c1 = std::min(K, c0 + tc);
-      float amax = 0.0f;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(src[r * ld + c]));
-      const float scale = fp8_tile_scale(amax);
-      s[ti * KT + tj] = scale;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) q[r * K + c] = e4m3_to_f32(f32_to_e4m3(src[r * ld + c] / scale));
-    }
-}
-
 void linear_fwd(GemmPrecision p, const float* x, int64_t n, const float* w, int64_t R, int64_t C, float* y) {
   Buffers& b = bufs();
   switch (p) {

@@ -58,6 +58,7 @@ void gemm_fp8(const Fp8Gemm& g);
 // Output cells [m0, m1) x [n0, n1) of gemm_fp8, one at a time (the SIMD kernels' edges use it).
 void gemm_fp8_cells(const Fp8Gemm& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void round_bf16(const float* src, float* dst, int64_t n);
+void quantize_fp8(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s);
 }  // namespace ref
 
 }  // namespace dsv3::ops

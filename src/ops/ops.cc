@@ -22,7 +22,7 @@ std::atomic<int> g_simd{-1};    // -1: not chosen yet
 
 const detail::Kernels& ref_kernels() {
   static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
-                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy,   &ref::gemm_fp8, &ref::round_bf16};
+                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy,   &ref::gemm_fp8, &ref::round_bf16, &ref::quantize_fp8};
   return k;
 }
 
@@ -179,5 +179,10 @@ void gemm_fp8(const Fp8Gemm& g) {
   K().gemm_fp8(g);
 }
 void round_bf16(const float* src, float* dst, int64_t n) { K().round_bf16(src, dst, n); }
+void quantize_fp8(const float* src, int64_t M, int64_t K_, int64_t ld, int64_t tr, int64_t tc, float* q, float* s) {
+  DSV3_CHECK((tr == 1 || tr == kFp8Block) && (tc == 1 || tc == kFp8Block) && M >= 0 && K_ >= 0 && ld >= K_,
+             "quantize_fp8: bad tile {}x{} or shape [{}, {}] (ld {})", tr, tc, M, K_, ld);
+  K().quantize_fp8(src, M, K_, ld, tr, tc, q, s);
+}
 
 }  // namespace dsv3::ops

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/fp8_block.h"
 #include "ops/lowp.h"
 #include "ops/ops.h"
 
@@ -124,6 +125,22 @@ void gemm_fp8_cells(const Fp8Gemm& g, int64_t m0, int64_t m1, int64_t n0, int64_
     }
 }
 void gemm_fp8(const Fp8Gemm& g) { gemm_fp8_cells(g, 0, g.M, 0, g.N); }
+
+// FP8 tiles one at a time: amax, scale, then each value through core/dtype.h's E4M3 rounding.
+void quantize_fp8(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s) {
+  const int64_t MT = (M + tr - 1) / tr, KT = (K + tc - 1) / tc;
+  for (int64_t ti = 0; ti < MT; ++ti)
+    for (int64_t tj = 0; tj < KT; ++tj) {
+      const int64_t r0 = ti * tr, r1 = std::min(M, r0 + tr), c0 = tj * tc, c1 = std::min(K, c0 + tc);
+      float amax = 0.0f;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(src[r * ld + c]));
+      const float scale = fp8_tile_scale(amax);
+      s[ti * KT + tj] = scale;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) q[r * K + c] = e4m3_to_f32(f32_to_e4m3(src[r * ld + c] / scale));
+    }
+}
 
 void round_bf16(const float* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
