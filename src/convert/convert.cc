@@ -269,18 +269,19 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
   // Validate the input exactly as `dsv3 info` does before anything is written.
   ModelFiles m = open_model_files(in_dir);
   const Checkpoint& ck = *m.checkpoint;
-  bool has_fp8 = false, has_f32 = false;
-  for (const auto& r : ck.tensors()) {
-    has_fp8 |= r.info->dtype == DType::F8_E4M3;
-    has_f32 |= r.info->dtype == DType::F32 && !keeps_f32(r.info->name) && r.info->name.find("_scale_inv") == std::string::npos;
-  }
-  if (opt.to == ConvertTo::kBF16 && !has_fp8 && !has_f32)
-    fail("{}: has no F8_E4M3 or F32 weights: it is already BF16, nothing to convert", in_dir);
+  bool has_fp8 = false;
+  for (const auto& r : ck.tensors()) has_fp8 |= r.info->dtype == DType::F8_E4M3;
   if (opt.to == ConvertTo::kFP8 && has_fp8)
     fail("{}: already holds F8_E4M3 weights: it is already FP8 (convert --to bf16 first to requantise)", in_dir);
   if (!ck.has_index() && ck.shards().size() != 1)
     fail("{}: several *.safetensors files but no model.safetensors.index.json", in_dir);
   const std::vector<PlannedShard> shards = plan(m.config, ck, opt.to);
+  // F32 weights to cast are whatever the plan casts (the rule lives in plan() alone).
+  bool casts_f32 = false;
+  for (const auto& ps : shards)
+    for (const auto& p : ps.tensors) casts_f32 |= p.op == Op::kToBf16;
+  if (opt.to == ConvertTo::kBF16 && !has_fp8 && !casts_f32)
+    fail("{}: has no F8_E4M3 or F32 weights: it is already BF16, nothing to convert", in_dir);
 
   // Resume only an unfinished run of this very conversion (its state file matches).
   const ConvertState state = make_state(in_canon.string(), opt.to, ck);

@@ -2,11 +2,7 @@
 // gemm_fp8 (FP8) or the fp32 GEMMs on the rounded copies (BF16). See lowp.h for the tiles.
 #include "ops/lowp.h"
 
-#include <omp.h>
-
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -81,14 +77,12 @@ void linear_fwd(GemmPrecision p, const float* x, int64_t n, const float* w, int6
     }
     case GemmPrecision::FP8: {
       const QOperand qx = quantize_into(b.a, b.sa, x, n, C, C, 1, kFp8Block);
-      const QOperand qw = quantize_into(b.t, b.sb, w, R, C, C, kFp8Block, kFp8Block);
-      // B = W^T [C, R]: the values and the block grid transposed (a 128x128 block stays one).
-      float* wt = buffer(b.b, C * R);
-      transpose(qw.q, R, C, wt);
-      const int64_t RB = ceil_div(R, kFp8Block), CB = ceil_div(C, kFp8Block);
-      std::vector<float> swt(static_cast<size_t>(RB * CB));
-      transpose(qw.s, RB, CB, swt.data());
-      return gemm_fp8({qx.q, qx.s, wt, swt.data(), kFp8Block, n, C, R, y, R, false});
+      // B = W^T [C, R]; a 128x128 block of W^T holds the elements of one block of W, so
+      // quantising the transpose gives W's values and scales, transposed.
+      float* wt = buffer(b.t, C * R);
+      transpose(w, R, C, wt);
+      const QOperand qw = quantize_into(b.b, b.sb, wt, C, R, R, kFp8Block, kFp8Block);
+      return gemm_fp8({qx.q, qx.s, qw.q, qw.s, kFp8Block, n, C, R, y, R, false});
     }
   }
 }

@@ -358,16 +358,12 @@ int run_training(const TrainOptions& o_in) {
     if (!zero1) return save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
     MomentState full;  // the shards' moments, gathered on rank 0 for the checkpoint
     full.dtype = mom.dtype;
-    const size_t n = dist::is_root() ? static_cast<size_t>(P) : 0;
-    if (mom.dtype == "bf16") {
-      full.mb.resize(n), full.vb.resize(n);
-      dist::gather_to_root(mom.mb.data(), full.mb.data(), counts, displs);
-      dist::gather_to_root(mom.vb.data(), full.vb.data(), counts, displs);
-    } else {
-      full.m.resize(n), full.v.resize(n);
-      dist::gather_to_root(mom.m.data(), full.m.data(), counts, displs);
-      dist::gather_to_root(mom.v.data(), full.v.data(), counts, displs);
-    }
+    auto gather = [&](const auto& part, auto& whole) {  // the moments in use (f32 or bf16)
+      if (part.empty()) return;
+      whole.resize(dist::is_root() ? static_cast<size_t>(P) : 0);
+      dist::gather_to_root(part.data(), whole.data(), counts, displs);
+    };
+    gather(mom.m, full.m), gather(mom.v, full.v), gather(mom.mb, full.mb), gather(mom.vb, full.vb);
     if (dist::is_root()) save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &full, st});
   };
 
