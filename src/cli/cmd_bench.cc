@@ -102,6 +102,28 @@ int run_bench(const BenchOpts& o) {
     const size_t m = v.size() / 2;
     return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
   };
+  // Expert parallelism (mpirun): each rank's resident weights, and the bytes the expert
+  // all-to-alls move per decode token (one request: a 1-token prompt, then n-1 decode steps).
+  nlohmann::ordered_json ranks = nlohmann::json::array();
+  double comm_tok = 0;
+  if (model->ep_size() > 1) {
+    const std::vector<RankStats> before = model->expert_parallel_stats();
+    EngineOptions eo;
+    eo.prefix_cache = false;
+    Engine engine(*model, eo);
+    GenerateOptions g;
+    g.max_tokens = o.n;
+    g.ignore_eos = true;
+    bool finished = false;
+    engine.submit({static_cast<int32_t>(c.bos_token_id)}, g, RequestCallbacks{nullptr, [&](const FinishInfo&) { finished = true; }});
+    while (!finished) engine.step();
+    const std::vector<RankStats> after = model->expert_parallel_stats();
+    for (size_t r = 0; r < after.size(); ++r) {
+      comm_tok += (after[r].bytes_sent - before[r].bytes_sent) / static_cast<double>(o.n);
+      ranks.push_back({{"rank", r}, {"resident_weight_bytes", after[r].resident_weight_bytes},
+                       {"planned_weight_bytes", after[r].planned_weight_bytes}});
+    }
+  }
   const double achieved = bytes_tok * best_dec / 1e9;
   const double bw = median(bws), fraction = median(fractions);
   nlohmann::ordered_json j;
@@ -126,6 +148,11 @@ int run_bench(const BenchOpts& o) {
     j["aggregate_speedup"] = best_agg / best_dec;
   }
   if (o.speculative) j["mtp"] = {{"drafted", last.drafted}, {"accepted", last.accepted}};
+  if (!ranks.empty()) {
+    j["ranks"] = ranks;
+    j["comm_bytes_per_decode_token"] = comm_tok;
+    j["comm_bytes_per_decode_token_ideal"] = model->ideal_comm_bytes_per_token();
+  }
   if (o.json) {
     fmt::print("{}\n", j.dump());
     return 0;
@@ -144,6 +171,13 @@ int run_bench(const BenchOpts& o) {
   }
   fmt::print("peak RSS          {:.1f} MB (weights {:.1f} MB mmap'd)\n", proc_status_kb("VmHWM:") / 1024.0,
              model->weight_bytes() / 1e6);
+  for (const auto& r : ranks)
+    fmt::print("rank {:<2}           {:.1f} MB of weights resident ({:.1f} MB planned: {})\n", r["rank"].get<int>(),
+               r["resident_weight_bytes"].get<double>() / 1e6, r["planned_weight_bytes"].get<double>() / 1e6,
+               r["rank"].get<int>() == 0 ? "all but other ranks' experts" : "its routed experts");
+  if (!ranks.empty())
+    fmt::print("all-to-all        {:.1f} KB per decode token ({:.1f} KB ideal)\n", comm_tok / 1e3,
+               model->ideal_comm_bytes_per_token() / 1e3);
   return 0;
 }
 

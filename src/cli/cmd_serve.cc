@@ -39,13 +39,15 @@ int run_serve(ServeOpts& o) {
                                           : o.model_name;
   if (o.srv.model_name.empty()) o.srv.model_name = "dsv3";
 
-  // SIGTERM/SIGINT are taken by one thread with sigwait; every thread started from here on
-  // (OpenMP, HTTP, engine) inherits the blocked mask.
+  // SIGTERM/SIGINT (and SIGUSR2, which mpirun forwards to every rank, unlike SIGTERM) are taken
+  // by one thread with sigwait; every thread started from here on (OpenMP, HTTP, engine)
+  // inherits the blocked mask. Ranks > 0 under mpirun keep them blocked: rank 0 ends them.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGUSR1);
+  sigaddset(&sigs, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   auto model = load_model(o.model, o.max_batch);

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/comm.h"
 
 namespace dsv3::cli {
 
@@ -25,7 +26,13 @@ std::unique_ptr<Model> load_model(const ModelArgs& a, int64_t max_seqs) {
   o.threads = a.threads;
   o.ctx = a.ctx;
   o.max_seqs = max_seqs;
+  o.ep_rank = dist::rank();
+  o.ep_size = dist::size();
   auto m = std::make_unique<Model>(a.dir, o);
+  if (!dist::is_root()) {
+    m->serve_experts();
+    throw WorkerDone{};
+  }
   if (!a.dump_dir.empty()) {
     std::filesystem::create_directories(a.dump_dir);
     auto counts = std::make_shared<std::map<std::string, int>>();

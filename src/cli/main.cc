@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "cli/command.h"
+#include "cli/common.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/comm.h"
@@ -30,6 +32,8 @@ int run_command(const dsv3::cli::Runner& run) {
   };
   try {
     return run();
+  } catch (const cli::WorkerDone&) {
+    return 0;  // a rank > 0 served its experts until rank 0 finished
   } catch (const Error& e) {
     return report(e.what());
   } catch (const std::bad_alloc&) {
@@ -71,6 +75,14 @@ int main(int argc, char** argv) {
   }
   for (auto& [sub, run] : runners) {
     if (!sub->parsed()) continue;
+    // Under mpirun: training is data parallel, the model runners expert parallel; the others
+    // would repeat their work (and their writes) on every rank.
+    static const std::set<std::string> kParallel = {"train", "serve", "generate", "chat", "score", "bench"};
+    if (dist::size() > 1 && !kParallel.count(sub->get_name())) {
+      const int rc = run_command([&]() -> int { fail("'{}' does not run under mpirun (only train, serve, generate, chat, score and bench do)", sub->get_name()); });
+      dist::finalize();
+      return rc;
+    }
     const int rc = run_command(run);
     dist::finalize();
     return rc;

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 
@@ -56,8 +59,18 @@ void init(int* argc, char*** argv) {
   if (!started_by_mpirun()) return;
 #if DSV3_HAVE_MPI
   int provided = 0;
+  // The threads MPI starts must never take the signals dsv3 handles (the server's sigwait on
+  // SIGTERM/SIGINT/SIGUSR1/SIGUSR2, which mpirun forwards): a thread that does not block one
+  // would take it with the default action and end the rank. They inherit this mask; the main
+  // thread gets its own back afterwards.
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
   // Only the main thread calls MPI; OpenMP threads stay inside the ops.
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (rc != MPI_SUCCESS) {
     std::fprintf(stderr, "error: MPI_Init_thread failed\n");
     std::exit(1);
   }
@@ -152,6 +165,53 @@ void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& c
   if (g_size > 1) return gather_impl(in, out, counts, displs, MPI_UINT16_T);
 #endif
   std::copy(in, in + counts[0], out + displs[0]);
+}
+
+namespace {
+uint64_t g_bytes_sent = 0;
+}
+
+void alltoall(const int* send, int* recv, int per_rank) {
+#if DSV3_HAVE_MPI
+  if (g_size > 1) {
+    check(MPI_Alltoall(send, per_rank, MPI_INT, recv, per_rank, MPI_INT, MPI_COMM_WORLD), "MPI_Alltoall");
+    return;
+  }
+#endif
+  std::copy(send, send + per_rank, recv);
+}
+
+void alltoallv(const float* send, const std::vector<int>& scounts, const std::vector<int>& sdispls, float* recv,
+               const std::vector<int>& rcounts, const std::vector<int>& rdispls) {
+  for (int r = 0; r < g_size; ++r)
+    if (r != g_rank) g_bytes_sent += static_cast<uint64_t>(scounts[static_cast<size_t>(r)]) * sizeof(float);
+#if DSV3_HAVE_MPI
+  if (g_size > 1) {
+    check(MPI_Alltoallv(send, scounts.data(), sdispls.data(), MPI_FLOAT, recv, rcounts.data(), rdispls.data(), MPI_FLOAT,
+                        MPI_COMM_WORLD),
+          "MPI_Alltoallv");
+    return;
+  }
+#endif
+  (void)rcounts;
+  std::copy(send + sdispls[0], send + sdispls[0] + scounts[0], recv + rdispls[0]);
+}
+
+uint64_t bytes_sent() { return g_bytes_sent; }
+
+std::vector<double> gather_to_root(const std::vector<double>& mine) {
+  const size_t n = mine.size();
+  std::vector<double> all(g_rank == 0 ? n * static_cast<size_t>(g_size) : 0);
+#if DSV3_HAVE_MPI
+  if (g_size > 1) {
+    check(MPI_Gather(mine.data(), static_cast<int>(n), MPI_DOUBLE, all.data(), static_cast<int>(n), MPI_DOUBLE, 0,
+                     MPI_COMM_WORLD),
+          "MPI_Gather");
+    return all;
+  }
+#endif
+  std::copy(mine.begin(), mine.end(), all.begin());
+  return all;
 }
 
 void abort_all(const std::string& why, int code) {

@@ -36,6 +36,18 @@ void allgather(float* data, const std::vector<int>& counts, const std::vector<in
 void gather_to_root(const float* in, float* out, const std::vector<int>& counts, const std::vector<int>& displs);
 void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& counts, const std::vector<int>& displs);
 
+// Expert parallelism (runtime/expert_parallel.h). send [size * per_rank] ints, recv the same:
+// block r of send goes to rank r, block r of recv came from rank r.
+void alltoall(const int* send, int* recv, int per_rank);
+// Rank r gets send[sdispls[r] .. + scounts[r]); recv[rdispls[s] .. + rcounts[s]) came from rank s.
+// Counts in floats. One process: the block to itself is copied.
+void alltoallv(const float* send, const std::vector<int>& scounts, const std::vector<int>& sdispls, float* recv,
+               const std::vector<int>& rcounts, const std::vector<int>& rdispls);
+// Bytes this process has sent to other ranks through alltoallv so far (communication reports).
+uint64_t bytes_sent();
+// Every rank's `mine` [n] concatenated in rank order on rank 0 ([size * n]; empty elsewhere).
+std::vector<double> gather_to_root(const std::vector<double>& mine);
+
 // Ends every rank of the job with exit code `code` after printing "error: rank R: why".
 [[noreturn]] void abort_all(const std::string& why, int code = 1);
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -55,6 +56,27 @@ void MappedFile::release(const void* p, size_t n) const {
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
   const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+size_t MappedFile::resident_bytes() const {
+  if (!data_) return 0;
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(data_), end = base + size_;
+  size_t kb = 0;
+  // A mapping may show as several areas (split by madvise); sum those inside [base, end).
+  while (std::getline(f, line)) {
+    const size_t dash = line.find('-');
+    if (dash != std::string::npos && dash > 0 && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+        line.find(' ') > dash) {
+      const uintptr_t lo = std::stoull(line.substr(0, dash), nullptr, 16);
+      inside = lo >= base && lo < end;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      kb += std::stoull(line.substr(4));
+    }
+  }
+  return kb * 1024;
 }
 
 std::string read_text_file(const std::string& path) {

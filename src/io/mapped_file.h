@@ -21,6 +21,9 @@ class MappedFile {
   // Drops the pages of [p, p+n) from this process's resident set (they stay in the page cache).
   // Streaming passes (conversion) call it after each tensor so RSS stays bounded.
   void release(const void* p, size_t n) const;
+  // Bytes of this mapping in this process's resident set (Rss in /proc/self/smaps; 0 where the
+  // kernel does not say): what the process has touched, not what the page cache holds.
+  size_t resident_bytes() const;
 
  private:
   std::string path_;

@@ -51,6 +51,7 @@ class SafetensorsFile {
   size_t file_size() const { return map_.size(); }
   // Drops the pages of [p, p+n) inside this file from the resident set (MappedFile::release).
   void release(const void* p, size_t n) const { map_.release(p, n); }
+  size_t resident_bytes() const { return map_.resident_bytes(); }
 
  private:
   MappedFile map_;

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 #include "core/error.h"
+#include "dist/comm.h"
 #include "io/checkpoint.h"
 #include "ops/ops.h"
 #include "runtime/routing.h"
@@ -23,6 +25,16 @@ struct Model::Workspace {
 };
 
 namespace {
+// Expert-parallel control ops (Model::ep_header); ops >= 0 are MoE layer indices.
+constexpr int kOpQuit = -1, kOpStats = -2, kOpNone = -3;
+
+// Bytes of a weight with its block scales.
+double view_bytes(const WeightView& v) {
+  double b = static_cast<double>(v.nbytes());
+  if (v.scale_inv) b += static_cast<double>((v.rows + 127) / 128 * v.scale_cols()) * 4.0;
+  return b;
+}
+
 template <typename T>
 T* grow(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -35,14 +47,35 @@ Model::Model(const std::string& dir, const ModelOptions& opt)
       ws_(std::make_unique<Workspace>()) {
   if (opt.threads > 0) ops::set_num_threads(opt.threads);
   const ModelConfig& c = config();
+  ep_rank_ = opt.ep_rank;
+  ep_size_ = std::max(1, opt.ep_size);
+  if (ep_size_ > 1) {
+    if (c.n_routed_experts <= 0) fail("{} ranks: {} has no routed experts to split over them (expert parallelism)", ep_size_, dir);
+    if (ep_size_ > c.n_routed_experts)
+      fail("{} ranks but {} has only {} routed experts per layer: use at most {} ranks", ep_size_, dir,
+           c.n_routed_experts, c.n_routed_experts);
+  }
   ctx_ = opt.ctx > 0 ? opt.ctx : std::min<int64_t>(c.max_position_embeddings, 16384);
   if (ctx_ > c.max_position_embeddings)
     fail("--ctx {} exceeds the model's max_position_embeddings {}", ctx_, c.max_position_embeddings);
   const int64_t blocks_per_seq = (ctx_ + KVCache::kBlockSize - 1) / KVCache::kBlockSize + 1;
-  kv_ = std::make_unique<KVCache>(c.total_layers(), c.kv_cache_dim(), blocks_per_seq * std::max<int64_t>(1, opt.max_seqs));
+  // Ranks > 0 run no attention: they keep a one-block cache.
+  const int64_t blocks = ep_rank_ > 0 ? 1 : blocks_per_seq * std::max<int64_t>(1, opt.max_seqs);
+  kv_ = std::make_unique<KVCache>(c.total_layers(), c.kv_cache_dim(), blocks);
 }
 
-Model::~Model() = default;
+Model::~Model() {
+  // Rank 0 ends the other ranks' serve_experts loops; while an exception unwinds, the job ends
+  // through dist::abort_all instead, so nothing is sent.
+  if (ep_size_ > 1 && ep_rank_ == 0 && std::uncaught_exceptions() == 0) {
+    try {
+      std::vector<int> rc;
+      ep_header(kOpQuit, std::vector<int>(static_cast<size_t>(ep_size_), 0), rc);
+    } catch (const std::exception&) {
+      // a failed MPI call during shutdown: mpirun ends the job
+    }
+  }
+}
 
 double Model::weight_bytes() const {
   double b = 0;
@@ -52,11 +85,7 @@ double Model::weight_bytes() const {
 
 double Model::decode_bytes_per_token() const {
   const ModelConfig& c = config();
-  auto bytes = [](const WeightView& v) {
-    double b = static_cast<double>(v.nbytes());
-    if (v.scale_inv) b += static_cast<double>((v.rows + 127) / 128 * v.scale_cols()) * 4.0;
-    return b;
-  };
+  const auto bytes = view_bytes;
   auto mlp_bytes = [&](const MlpWeights& m) { return bytes(m.gate) + bytes(m.up) + bytes(m.down); };
   double total = bytes(w_.lm_head) + bytes(w_.norm) + static_cast<double>(c.hidden_size * dtype_size(w_.embed.dtype));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -148,64 +177,205 @@ void Model::moe(const LayerWeights& L, const float* h, int64_t n, float* out, in
   dump("router_logits", layer, logits, n, E);
 
   // Routing (spec 5, shared with the trainer): choose with biased scores, weigh with unbiased ones.
-  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(E));  // (token, weight)
+  std::vector<std::vector<ExpertRow>> rows(static_cast<size_t>(E));  // per expert, in token order
   Router router(c);
   std::vector<float> score(static_cast<size_t>(E)), wk(static_cast<size_t>(K));
   std::vector<int64_t> chosen(static_cast<size_t>(K));
   for (int64_t t = 0; t < n; ++t) {
     router.route(logits + t * E, m.bias, score.data(), chosen.data(), wk.data());
-    for (int64_t k = 0; k < K; ++k) by_expert[chosen[k]].push_back({t, wk[k]});
+    for (int64_t k = 0; k < K; ++k) rows[static_cast<size_t>(chosen[k])].push_back({h + t * H, t, wk[k], nullptr});
   }
+  if (ep_size_ == 1) return run_experts(m, h, n, rows, out);
+  std::vector<int> sc(static_cast<size_t>(ep_size_), 0), rc;
+  for (int64_t e = 0; e < E; ++e) sc[static_cast<size_t>(expert_owner(e))] += static_cast<int>(rows[static_cast<size_t>(e)].size());
+  sc[static_cast<size_t>(ep_rank_)] = 0;
+  ep_header(layer, sc, rc);
+  exchange_and_run(m, h, n, rows, sc, rc, out);
+}
 
-  // The shared expert over all tokens, then each routed expert once over the tokens that chose
+void Model::run_experts(const MoeWeights& m, const float* h, int64_t n, std::vector<std::vector<ExpertRow>>& rows,
+                        float* out) {
+  const int64_t H = config().hidden_size, E = config().n_routed_experts;
+  Workspace& w = *ws_;
+  // The shared expert over all tokens, then each routed expert once over the rows that chose
   // it, so every expert's weights are read once per step. Experts go in groups of at most
-  // kGroupRows token rows (one expert may exceed it alone): a decode step runs all its experts
-  // in two parallel regions, while prefill keeps its workspace bounded.
+  // kGroupRows rows (one expert may exceed it alone): a decode step runs all its experts in two
+  // parallel regions, while prefill keeps its workspace bounded.
   constexpr int64_t kGroupRows = 128;
   struct Use {
     const MlpWeights* m;
-    const std::vector<std::pair<int64_t, float>>* toks;  // nullptr: every token, weight 1
+    const std::vector<ExpertRow>* rows;  // nullptr: every token h [n, H], weight 1
   };
   std::vector<Use> uses;
-  if (m.has_shared) uses.push_back({&m.shared, nullptr});
+  if (m.has_shared && n > 0) uses.push_back({&m.shared, nullptr});
   for (int64_t e = 0; e < E; ++e)
-    if (!by_expert[e].empty()) uses.push_back({&m.experts[e], &by_expert[e]});
-  std::fill(out, out + n * H, 0.0f);
+    if (!rows[static_cast<size_t>(e)].empty()) uses.push_back({&m.experts[static_cast<size_t>(e)], &rows[static_cast<size_t>(e)]});
+  if (n > 0) std::fill(out, out + n * H, 0.0f);
   std::vector<FfnRun> runs;
   for (size_t i = 0; i < uses.size();) {
-    int64_t rows = 0;
+    int64_t total = 0;
     size_t j = i;
     for (; j < uses.size(); ++j) {
-      const int64_t r = uses[j].toks ? static_cast<int64_t>(uses[j].toks->size()) : n;
-      if (j > i && rows + r > kGroupRows) break;
-      rows += r;
+      const int64_t r = uses[j].rows ? static_cast<int64_t>(uses[j].rows->size()) : n;
+      if (j > i && total + r > kGroupRows) break;
+      total += r;
     }
-    float* xin = grow(w.ex, rows * H);  // [rows, H] gathered inputs, then outputs in w.ey
-    float* y = grow(w.ey, rows * H);
+    float* xin = grow(w.ex, total * H);  // [total, H] gathered inputs, then outputs in w.ey
+    float* y = grow(w.ey, total * H);
     runs.clear();
     int64_t row = 0;
     for (size_t k = i; k < j; ++k) {
-      const auto* toks = uses[k].toks;
-      const int64_t r = toks ? static_cast<int64_t>(toks->size()) : n;
-      if (toks)
+      const auto* rs = uses[k].rows;
+      const int64_t r = rs ? static_cast<int64_t>(rs->size()) : n;
+      if (rs)
         for (int64_t t = 0; t < r; ++t)
-          std::memcpy(xin + (row + t) * H, h + (*toks)[static_cast<size_t>(t)].first * H, static_cast<size_t>(H) * 4);
-      runs.push_back({uses[k].m, toks ? xin + row * H : h, r, y + row * H});
+          std::memcpy(xin + (row + t) * H, (*rs)[static_cast<size_t>(t)].x, static_cast<size_t>(H) * 4);
+      runs.push_back({uses[k].m, rs ? xin + row * H : h, r, y + row * H});
       row += r;
     }
     ffn(runs);
     row = 0;
     for (size_t k = i; k < j; ++k) {
-      const auto* toks = uses[k].toks;
-      const int64_t r = toks ? static_cast<int64_t>(toks->size()) : n;
+      const auto* rs = uses[k].rows;
+      const int64_t r = rs ? static_cast<int64_t>(rs->size()) : n;
       for (int64_t t = 0; t < r; ++t) {
-        const auto [tok, wt] = toks ? (*toks)[static_cast<size_t>(t)] : std::pair<int64_t, float>{t, 1.0f};
-        ops::axpy(wt, y + (row + t) * H, out + tok * H, H);
+        const ExpertRow er = rs ? (*rs)[static_cast<size_t>(t)] : ExpertRow{nullptr, t, 1.0f, nullptr};
+        if (er.ret)
+          std::memcpy(er.ret, y + (row + t) * H, static_cast<size_t>(H) * 4);
+        else
+          ops::axpy(er.wt, y + (row + t) * H, out + er.tok * H, H);
       }
       row += r;
     }
     i = j;
   }
+}
+
+namespace {
+// displacements of consecutive blocks of counts[r] * stride floats
+std::vector<int> scaled(const std::vector<int>& counts, int64_t stride, std::vector<int>& displs) {
+  std::vector<int> out(counts.size());
+  displs.assign(counts.size(), 0);
+  int64_t at = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    const int64_t k = counts[r] * stride;
+    if (at + k > INT32_MAX) fail("expert all-to-all of {} floats exceeds MPI's int counts: use a smaller --prefill-chunk", at + k);
+    out[r] = static_cast<int>(k);
+    displs[r] = static_cast<int>(at);
+    at += k;
+  }
+  return out;
+}
+}  // namespace
+
+int Model::ep_header(int op, const std::vector<int>& sc, std::vector<int>& rc) {
+  const size_t P = static_cast<size_t>(ep_size_);
+  std::vector<int> send(2 * P), recv(2 * P);
+  for (size_t r = 0; r < P; ++r) send[2 * r] = op, send[2 * r + 1] = sc[r];
+  dist::alltoall(send.data(), recv.data(), 2);
+  rc.assign(P, 0);
+  for (size_t r = 0; r < P; ++r) rc[r] = recv[2 * r + 1];
+  return recv[0];
+}
+
+void Model::exchange_and_run(const MoeWeights& m, const float* h, int64_t n, std::vector<std::vector<ExpertRow>>& rows,
+                             const std::vector<int>& sc, const std::vector<int>& rc, float* out) {
+  const int64_t H = config().hidden_size, E = config().n_routed_experts, S = H + 1;
+  // Dispatch records [expert id, x [H]], by destination rank then expert then token (experts are
+  // owned in contiguous blocks, so expert order is rank order).
+  int64_t n_send = 0, n_recv = 0;
+  for (int c : sc) n_send += c;
+  for (int c : rc) n_recv += c;
+  std::vector<float> send(static_cast<size_t>(n_send * S)), recv(static_cast<size_t>(n_recv * S));
+  std::vector<ExpertRow> sent;  // what went out, in send order: where its result is added
+  sent.reserve(static_cast<size_t>(n_send));
+  for (int64_t e = 0; e < E; ++e) {
+    auto& rs = rows[static_cast<size_t>(e)];
+    if (expert_owner(e) == ep_rank_) continue;
+    for (const ExpertRow& r : rs) {
+      float* rec = send.data() + static_cast<int64_t>(sent.size()) * S;
+      rec[0] = static_cast<float>(e);  // exact: expert ids are far below 2^24
+      std::memcpy(rec + 1, r.x, static_cast<size_t>(H) * 4);
+      sent.push_back(r);
+    }
+    rs.clear();
+  }
+  if (static_cast<int64_t>(sent.size()) != n_send) fail("expert all-to-all: {} rows packed, {} announced", sent.size(), n_send);
+  std::vector<int> sd, rd;
+  dist::alltoallv(send.data(), scaled(sc, S, sd), sd, recv.data(), scaled(rc, S, rd), rd);
+  // Rows from other ranks join the owned experts' rows after the local tokens.
+  std::vector<float> ret(static_cast<size_t>(n_recv * H));
+  for (int64_t i = 0; i < n_recv; ++i) {
+    const float* rec = recv.data() + i * S;
+    const int64_t e = static_cast<int64_t>(rec[0]);
+    if (!(rec[0] >= 0) || e >= E || expert_owner(e) != ep_rank_)
+      fail("rank {}: received a row for expert {}, which it does not own", ep_rank_, rec[0]);
+    rows[static_cast<size_t>(e)].push_back({rec + 1, -1, 1.0f, ret.data() + i * H});
+  }
+  run_experts(m, h, n, rows, out);
+  // Combine: each result row goes back to the rank that sent it, in the order it came.
+  std::vector<float> back(static_cast<size_t>(n_send * H));
+  dist::alltoallv(ret.data(), scaled(rc, H, rd), rd, back.data(), scaled(sc, H, sd), sd);
+  for (size_t i = 0; i < sent.size(); ++i)
+    ops::axpy(sent[i].wt, back.data() + static_cast<int64_t>(i) * H, out + sent[i].tok * H, H);
+}
+
+void Model::serve_experts() {
+  if (ep_size_ == 1 || ep_rank_ == 0) fail("serve_experts: only ranks > 0 of an expert-parallel job serve experts");
+  const std::vector<int> none(static_cast<size_t>(ep_size_), 0);
+  std::vector<int> rc;
+  std::vector<std::vector<ExpertRow>> rows(static_cast<size_t>(config().n_routed_experts));
+  for (;;) {
+    const int op = ep_header(kOpNone, none, rc);
+    if (op == kOpQuit) return;
+    if (op == kOpStats) {
+      const RankStats st = rank_stats();
+      dist::gather_to_root({st.resident_weight_bytes, st.planned_weight_bytes, st.bytes_sent});
+      continue;
+    }
+    if (op < 0 || op >= static_cast<int>(w_.layers.size()) || !w_.layers[static_cast<size_t>(op)].moe)
+      fail("rank {}: rank 0 asked for MoE layer {}, which this model does not have (are all ranks running the same checkpoint?)",
+           ep_rank_, op);
+    for (auto& r : rows) r.clear();
+    exchange_and_run(w_.layers[static_cast<size_t>(op)].moe_w, nullptr, 0, rows, none, rc, nullptr);
+  }
+}
+
+RankStats Model::rank_stats() const {
+  RankStats st;
+  for (const auto& f : files_.checkpoint->shards()) st.resident_weight_bytes += static_cast<double>(f->resident_bytes());
+  const ModelConfig& c = config();
+  double others = 0, mine = 0;  // routed experts of other ranks / of this rank
+  for (const LayerWeights& L : w_.layers) {
+    if (!L.moe) continue;
+    for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+      const MlpWeights& x = L.moe_w.experts[static_cast<size_t>(e)];
+      const double b = view_bytes(x.gate) + view_bytes(x.up) + view_bytes(x.down);
+      (expert_owner(e) == ep_rank_ ? mine : others) += b;
+    }
+  }
+  st.planned_weight_bytes = ep_rank_ == 0 ? weight_bytes() - others : mine;
+  st.bytes_sent = static_cast<double>(dist::bytes_sent());
+  return st;
+}
+
+double Model::ideal_comm_bytes_per_token() const {
+  const ModelConfig& c = config();
+  int64_t moe_layers = 0;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) moe_layers += w_.layers[static_cast<size_t>(i)].moe;
+  return static_cast<double>(moe_layers) * 2.0 * static_cast<double>(c.num_experts_per_tok * c.hidden_size) * 4.0 *
+         (ep_size_ - 1) / ep_size_;
+}
+
+std::vector<RankStats> Model::expert_parallel_stats() {
+  if (ep_rank_ != 0) fail("expert_parallel_stats: rank 0 asks, the other ranks answer in serve_experts");
+  std::vector<int> rc;
+  if (ep_size_ > 1) ep_header(kOpStats, std::vector<int>(static_cast<size_t>(ep_size_), 0), rc);
+  const RankStats st = rank_stats();
+  const std::vector<double> all = dist::gather_to_root({st.resident_weight_bytes, st.planned_weight_bytes, st.bytes_sent});
+  std::vector<RankStats> out;
+  for (size_t r = 0; r + 2 < all.size(); r += 3) out.push_back({all[r], all[r + 1], all[r + 2]});
+  return out;
 }
 
 void Model::attention(int li, const float* h, int64_t n, float* out) {

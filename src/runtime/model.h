@@ -21,6 +21,17 @@ struct ModelOptions {
   int64_t ctx = 0;          // max positions per sequence (0: max_position_embeddings, capped at 16384)
   int64_t max_seqs = 1;     // sequences that may hold a full context at once (sizes the cache)
   int threads = 0;          // 0: all cores
+  // Expert parallelism under mpirun (spec 9): this process is rank ep_rank of ep_size. Rank 0
+  // runs the whole forward pass except the routed experts it does not own; ranks > 0 hold only
+  // their routed experts and serve them (serve_experts) until rank 0's Model is destroyed.
+  int ep_rank = 0, ep_size = 1;
+};
+
+// Where a rank's weights stand under expert parallelism (Model::expert_parallel_stats).
+struct RankStats {
+  double resident_weight_bytes = 0;  // touched pages of the mapped checkpoint (Rss)
+  double planned_weight_bytes = 0;   // the weights this rank reads: its experts (+ the rest on rank 0)
+  double bytes_sent = 0;             // sent to other ranks by the expert all-to-alls so far
 };
 
 // One sequence's share of a batch: tokens at positions start .. start+n-1.
@@ -66,6 +77,19 @@ class Model {
 
   void set_dump(DumpFn fn) { dump_ = std::move(fn); }
 
+  // Expert parallelism. Routed expert e of every MoE layer lives on rank owner(e): contiguous
+  // blocks of experts, so a rank's experts are contiguous within each layer's tensors.
+  int ep_size() const { return ep_size_; }
+  int expert_owner(int64_t e) const { return static_cast<int>(e * ep_size_ / config().n_routed_experts); }
+  // Ranks > 0: answers rank 0's expert all-to-alls until rank 0 ends (its Model's destructor).
+  void serve_experts();
+  // Rank 0: every rank's stats (one entry per rank; this process alone without mpirun).
+  std::vector<RankStats> expert_parallel_stats();
+  // Bytes a decode token's expert all-to-alls move with uniform routing: per MoE layer, each of
+  // its top-k rows goes to another rank with probability (ranks-1)/ranks, there as x [H] and
+  // back as the expert's output [H], float32.
+  double ideal_comm_bytes_per_token() const;
+
  private:
   struct Workspace;
   void check_batch(std::span<SeqInput> batch, bool mtp) const;
@@ -77,6 +101,26 @@ class Model {
   void layer_forward(int layer, float* x, int64_t n);
   void attention(int layer, const float* h, int64_t n, float* out);
   void moe(const LayerWeights& L, const float* h, int64_t n, float* out, int layer);
+  // One input row of an expert: a local token (added into out[tok] with weight wt) or a row
+  // another rank sent (its output is copied to ret, to go back).
+  struct ExpertRow {
+    const float* x;
+    int64_t tok;
+    float wt;
+    float* ret;
+  };
+  // The experts of MoE layer `layer` that this rank owns, over `rows` [E] (the shared expert
+  // too over this rank's n tokens h [n, H]); local outputs summed into out [n, H].
+  void run_experts(const MoeWeights& m, const float* h, int64_t n, std::vector<std::vector<ExpertRow>>& rows, float* out);
+  // Expert parallelism. Each MoE layer starts with an all-to-all of {op, rows for you}: op is
+  // rank 0's (a layer, or quit / stats), so ranks without tokens learn what to run; sc / rc
+  // [ranks] are the rows this rank sends / receives.
+  int ep_header(int op, const std::vector<int>& sc, std::vector<int>& rc);
+  // Rows of experts on other ranks go there (alltoallv), rows sent here join `rows` of the
+  // experts this rank owns, run_experts runs, and the outputs go back and are summed into out.
+  void exchange_and_run(const MoeWeights& m, const float* h, int64_t n, std::vector<std::vector<ExpertRow>>& rows,
+                        const std::vector<int>& sc, const std::vector<int>& rc, float* out);
+  RankStats rank_stats() const;
   // One FFN (dense MLP, shared or routed expert) over `rows` token rows: y = down(silu(gate x) * up x).
   struct FfnRun {
     const MlpWeights* m;
@@ -100,6 +144,7 @@ class Model {
   int64_t ctx_ = 0;
   DumpFn dump_;
   std::unique_ptr<Workspace> ws_;
+  int ep_rank_ = 0, ep_size_ = 1;
 };
 
 }  // namespace dsv3

@@ -1,9 +1,10 @@
 # Sourced by the e2e server scripts: start_server ARGS... runs "$BIN serve ARGS --port 0" in the
 # background with stdout/stderr in "$tmp/out" / "$tmp/err", waits until it listens, and sets
 # $pid and $url. Needs $BIN and $tmp; waits up to $SERVER_WAIT_S seconds (default 60) for a
-# large model to load. The benchmarks in bench/ source it too.
+# large model to load. The benchmarks in bench/ source it too. A launcher array LAUNCH (e.g.
+# mpirun -np 2) goes in front of the binary when set; $pid is then the launcher's.
 start_server() {
-  "$BIN" serve "$@" --port 0 >"$tmp/out" 2>"$tmp/err" &
+  ${LAUNCH[@]+"${LAUNCH[@]}"} "$BIN" serve "$@" --port 0 >"$tmp/out" 2>"$tmp/err" &
   pid=$!
   for _ in $(seq 1 $((${SERVER_WAIT_S:-60} * 10))); do
     grep -q "listening on" "$tmp/out" 2>/dev/null && break
