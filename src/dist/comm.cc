@@ -5,7 +5,9 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 
@@ -171,13 +173,21 @@ namespace {
 uint64_t g_bytes_sent = 0;
 }
 
-void alltoall(const int* send, int* recv, int per_rank) {
+void alltoall_polled(const int* send, int* recv, int per_rank, double spin_s) {
 #if DSV3_HAVE_MPI
   if (g_size > 1) {
-    check(MPI_Alltoall(send, per_rank, MPI_INT, recv, per_rank, MPI_INT, MPI_COMM_WORLD), "MPI_Alltoall");
-    return;
+    MPI_Request req;
+    check(MPI_Ialltoall(send, per_rank, MPI_INT, recv, per_rank, MPI_INT, MPI_COMM_WORLD, &req), "MPI_Ialltoall");
+    const auto start = std::chrono::steady_clock::now();
+    for (int done = 0;;) {
+      check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+      if (done) return;
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > spin_s) std::this_thread::sleep_for(std::chrono::microseconds(waited > spin_s + 0.05 ? 1000 : 100));
+    }
   }
 #endif
+  (void)spin_s;
   std::copy(send, send + per_rank, recv);
 }
 

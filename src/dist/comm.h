@@ -36,9 +36,12 @@ void allgather(float* data, const std::vector<int>& counts, const std::vector<in
 void gather_to_root(const float* in, float* out, const std::vector<int>& counts, const std::vector<int>& displs);
 void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& counts, const std::vector<int>& displs);
 
-// Expert parallelism (runtime/expert_parallel.h). send [size * per_rank] ints, recv the same:
-// block r of send goes to rank r, block r of recv came from rank r.
-void alltoall(const int* send, int* recv, int per_rank);
+// Expert parallelism (Model::ep_header). send [size * per_rank] ints, recv the same: block r of
+// send goes to rank r, block r of recv came from rank r. Non-blocking underneath, waited for by
+// polling: busy for spin_s seconds, then with 100 us sleeps (1 ms after another 50 ms), so a
+// rank that waits long (an idle server's expert ranks) leaves its core alone. Every rank of one
+// exchange must call this form (MPI does not match a non-blocking collective with a blocking one).
+void alltoall_polled(const int* send, int* recv, int per_rank, double spin_s);
 // Rank r gets send[sdispls[r] .. + scounts[r]); recv[rdispls[s] .. + rcounts[s]) came from rank s.
 // Counts in floats. One process: the block to itself is copied.
 void alltoallv(const float* send, const std::vector<int>& scounts, const std::vector<int>& sdispls, float* recv,
