@@ -160,13 +160,22 @@ expect_fail "only 2 routed experts" "${MPI[@]}" -np 3 "$BIN" score -m "$tmp/two"
 expect_fail "rank 1 of 2: .*missing" "${MPI[@]}" -np 1 "$BIN" score -m "$FIX/v3-fp8" --prompt-ids 0,1,2 : \
   -np 1 "$BIN" score -m "$tmp/missing" --prompt-ids 0,1,2
 expect_fail "'info' does not run under mpirun" "${MPI[@]}" -np 2 "$BIN" info "$FIX/v3-fp8"
-# A rank killed while serving ends the job (no hang).
+rank_pid() {  # the process of rank $1 of the running job
+  for p in $(pgrep -f "dsv3 serve" || true); do
+    if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then echo $p; return; fi
+  done
+  echo "rank $1 not found" >&2; exit 1
+}
+# SIGTERM to rank 0's own process stops the server as without mpirun: every rank exits 0.
 start_server -m "$FIX/v3-fp8" -t 1
-killed=0
-for p in $(pgrep -f "dsv3 serve" || true); do
-  if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then kill -9 $p; killed=1; fi
-done
-[ $killed = 1 ] || { echo "rank 1 not found"; exit 1; }
+kill -TERM "$(rank_pid 0)"
+rc=0; timeout 60 tail --pid=$pid -f /dev/null || rc=$?
+[ $rc = 0 ] || { echo "mpirun still running 60 s after SIGTERM to rank 0"; exit 1; }
+wait $pid || { echo "mpirun exited $? after SIGTERM to rank 0"; exit 1; }
+# A rank killed while serving ends the job (no hang), and mpirun names it.
+start_server -m "$FIX/v3-fp8" -t 1
+kill -9 "$(rank_pid 1)"
 rc=0; timeout 60 tail --pid=$pid -f /dev/null || rc=$?
 [ $rc = 0 ] || { echo "mpirun still running 60 s after rank 1 was killed"; exit 1; }
+grep -q "rank 1" "$tmp/err" || { echo "mpirun did not name rank 1:"; cat "$tmp/err"; exit 1; }
 echo "infer_mpi: ok"
