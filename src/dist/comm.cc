@@ -183,7 +183,7 @@ void alltoall_polled(const int* send, int* recv, int per_rank, double spin_s) {
       check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
       if (done) return;
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited > spin_s) std::this_thread::sleep_for(std::chrono::microseconds(waited > spin_s + 0.05 ? 1000 : 100));
+      if (waited > spin_s) std::this_thread::sleep_for(std::chrono::microseconds(waited > spin_s + 1.0 ? 1000 : 100));
     }
   }
 #endif

@@ -38,7 +38,7 @@ void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& c
 
 // Expert parallelism (Model::ep_header). send [size * per_rank] ints, recv the same: block r of
 // send goes to rank r, block r of recv came from rank r. Non-blocking underneath, waited for by
-// polling: busy for spin_s seconds, then with 100 us sleeps (1 ms after another 50 ms), so a
+// polling: busy for spin_s seconds, then with 100 us sleeps (1 ms after another second), so a
 // rank that waits long (an idle server's expert ranks) leaves its core alone. Every rank of one
 // exchange must call this form (MPI does not match a non-blocking collective with a blocking one).
 void alltoall_polled(const int* send, int* recv, int per_rank, double spin_s);

@@ -273,8 +273,9 @@ int Model::ep_header(int op, const std::vector<int>& sc, std::vector<int>& rc) {
   std::vector<int> send(2 * P), recv(2 * P);
   for (size_t r = 0; r < P; ++r) send[2 * r] = op, send[2 * r + 1] = sc[r];
   // Rank 0 arrives with work, so it never sleeps; the others may wait through an idle server's
-  // quiet hours: after 2 ms (longer than the gap between two MoE layers) they poll with sleeps.
-  dist::alltoall_polled(send.data(), recv.data(), 2, ep_rank_ == 0 ? 1e30 : 2e-3);
+  // quiet hours: after 50 ms (far longer than the gap between two MoE layers or two decode
+  // steps, which then cost no wake-up latency) they poll with sleeps.
+  dist::alltoall_polled(send.data(), recv.data(), 2, ep_rank_ == 0 ? 1e30 : 0.05);
   rc.assign(P, 0);
   for (size_t r = 0; r < P; ++r) rc[r] = recv[2 * r + 1];
   return recv[0];
