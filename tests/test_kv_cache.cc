@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 #include <set>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "runtime/kv_cache.h"
 
@@ -14,11 +17,13 @@ namespace {
 
 constexpr int64_t B = KVCache::kBlockSize;
 
+float* at(KVCache& kv, int64_t l, int32_t b, int64_t o) { return reinterpret_cast<float*>(kv.row(l, b, o)); }
+
 // Writes a value identifying (layer, block, offset, j) into every slot of block `b`.
 void fill_block(KVCache& kv, int32_t b, float tag) {
   for (int64_t l = 0; l < kv.layers(); ++l)
     for (int64_t o = 0; o < B; ++o)
-      for (int64_t j = 0; j < kv.dim(); ++j) kv.slot(l, b, o)[j] = tag + static_cast<float>(l * 100000 + o * 100 + j);
+      for (int64_t j = 0; j < kv.dim(); ++j) at(kv, l, b, o)[j] = tag + static_cast<float>(l * 100000 + o * 100 + j);
 }
 
 TEST(KVCache, AllocateReleaseRefcount) {
@@ -57,7 +62,7 @@ TEST(KVCache, SlotsOfLayersAndBlocksDoNotOverlap) {
     for (int64_t l = 0; l < 3; ++l)
       for (int64_t o : {int64_t{0}, B - 1})
         for (int64_t j = 0; j < 5; ++j)
-          ASSERT_EQ(kv.slot(l, b, o)[j], static_cast<float>(b) * 1e7f + static_cast<float>(l * 100000 + o * 100 + j));
+          ASSERT_EQ(at(kv, l, b, o)[j], static_cast<float>(b) * 1e7f + static_cast<float>(l * 100000 + o * 100 + j));
 }
 
 TEST(KVCache, CopyBlockCopiesAllLayers) {
@@ -70,7 +75,7 @@ TEST(KVCache, CopyBlockCopiesAllLayers) {
   EXPECT_EQ(kv.refcount(a), 1);
   for (int64_t l = 0; l < 2; ++l)
     for (int64_t o = 0; o < B; ++o)
-      for (int64_t j = 0; j < 4; ++j) ASSERT_EQ(kv.slot(l, c, o)[j], kv.slot(l, a, o)[j]);
+      for (int64_t j = 0; j < 4; ++j) ASSERT_EQ(at(kv, l, c, o)[j], at(kv, l, a, o)[j]);
 }
 
 TEST(KVCache, ReservePositionsAllocatesCoveringBlocks) {
@@ -115,10 +120,10 @@ TEST(KVCache, CopyOnWriteForSharedBlocks) {
   // The private copy holds the old contents (positions < B+10 stay valid for b).
   for (int64_t l = 0; l < 2; ++l)
     for (int64_t o = 0; o < B; ++o)
-      for (int64_t j = 0; j < 3; ++j) ASSERT_EQ(kv.slot(l, b.blocks[1], o)[j], kv.slot(l, shared1, o)[j]);
+      for (int64_t j = 0; j < 3; ++j) ASSERT_EQ(at(kv, l, b.blocks[1], o)[j], at(kv, l, shared1, o)[j]);
   // Writing b's copy leaves a untouched.
-  kv.slot(1, b.blocks[1], 20)[0] = -5.0f;
-  EXPECT_NE(kv.slot(1, shared1, 20)[0], -5.0f);
+  at(kv, 1, b.blocks[1], 20)[0] = -5.0f;
+  EXPECT_NE(at(kv, 1, shared1, 20)[0], -5.0f);
   // A private block is not copied again.
   const int32_t mine = b.blocks[1];
   reserve_positions(kv, b, B + 11, 2 * B + 4);
@@ -182,6 +187,35 @@ TEST(KVCache, FullCacheThrows) {
   free_seq(kv, s);
   free_seq(kv, t);
   EXPECT_EQ(kv.free_blocks(), 2);
+}
+
+
+// --kv-dtype bf16: half the bytes; write() rounds each latent to nearest-even BF16 and read()
+// returns exactly that value; copy-on-write copies BF16 blocks whole.
+TEST(KVCache, Bf16StoresRoundedLatents) {
+  KVCache f(2, 576, 4), h(2, 576, 4, DType::BF16);
+  EXPECT_EQ(h.bytes() * 2, f.bytes());
+  EXPECT_EQ(h.elem_bytes(), 2u);
+  std::vector<float> src(3 * 576), back(3 * 576);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = std::sin(static_cast<float>(i) * 0.37f) * static_cast<float>(1 + i % 7) * 1e-3f;
+  src[5] = 1.0f + 1.0f / 256.0f;          // a tie: rounds to even (1.0)
+  src[6] = 1.0f + 3.0f / 256.0f;          // a tie: rounds to even (1 + 4/256)
+  const int32_t b = h.allocate();
+  h.write(1, b, 10, src.data(), 3);
+  h.read(1, b, 10, back.data(), 3);
+  for (size_t i = 0; i < src.size(); ++i) {
+    ASSERT_EQ(back[i], bf16_to_f32(f32_to_bf16(src[i]))) << i;
+    ASSERT_LE(std::fabs(back[i] - src[i]), std::fabs(src[i]) / 256.0f) << i;
+  }
+  EXPECT_EQ(back[5], 1.0f);
+  EXPECT_EQ(back[6], 1.0f + 4.0f / 256.0f);
+  h.retain(b);
+  const int32_t c = h.copy_block(b);
+  std::vector<float> copy(back.size());
+  h.read(1, c, 10, copy.data(), 3);
+  EXPECT_EQ(copy, back);
+  EXPECT_THROW(parse_kv_dtype("fp8"), Error);
+  EXPECT_EQ(parse_kv_dtype("bf16"), DType::BF16);
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ int run_bench(const BenchOpts& o) {
   j["memory_read_gb_s_per_rep"] = bws;
   j["bandwidth_fraction_per_rep"] = fractions;
   j["weights_bytes"] = model->weight_bytes();
-  j["kv_cache_bytes_per_token"] = c.kv_cache_dim() * c.total_layers() * 4;
+  j["kv_cache_bytes_per_token"] = c.kv_cache_dim() * c.total_layers() * static_cast<int64_t>(model->cache().elem_bytes());
   j["peak_rss_bytes"] = proc_status_kb("VmHWM:") * 1024;
   if (o.parallel > 1) {
     j["parallel"] = o.parallel;

@@ -16,6 +16,9 @@ void add_model_args(CLI::App& app, ModelArgs& a) {
   app.add_option("-m,--model", a.dir, "Checkpoint directory (config.json + safetensors)")->required();
   app.add_option("-t,--threads", a.threads, "Threads (default: all cores)");
   app.add_option("--ctx", a.ctx, "Context length per sequence (default: max_position_embeddings, at most 16384)");
+  app.add_option("--kv-dtype", a.kv_dtype,
+                 "Latent KV cache precision: f32, or bf16 (half the cache memory; latents rounded to BF16)")
+      ->capture_default_str();
   app.add_option("--dump", a.dump_dir,
                  "Write every named intermediate (embed, q, kv_latent, attn_out, router_logits, ffn_out, "
                  "residual, final_norm, logits ...) as float32 files into this directory");
@@ -26,6 +29,7 @@ std::unique_ptr<Model> load_model(const ModelArgs& a, int64_t max_seqs) {
   o.threads = a.threads;
   o.ctx = a.ctx;
   o.max_seqs = max_seqs;
+  o.kv_dtype = parse_kv_dtype(a.kv_dtype);
   o.ep_rank = dist::rank();
   o.ep_size = dist::size();
   auto m = std::make_unique<Model>(a.dir, o);

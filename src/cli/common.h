@@ -16,8 +16,9 @@ struct ModelArgs {
   int threads = 0;
   int64_t ctx = 0;
   std::string dump_dir;
+  std::string kv_dtype = "f32";
 };
-// -m/--model, -t/--threads, --ctx, --dump
+// -m/--model, -t/--threads, --ctx, --kv-dtype, --dump
 void add_model_args(CLI::App& app, ModelArgs& a);
 // Under mpirun (expert parallelism) every rank loads its share; on ranks > 0 this call serves
 // rank 0's expert all-to-alls until rank 0 is done and then throws WorkerDone, which main()

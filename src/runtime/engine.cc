@@ -137,8 +137,7 @@ std::unordered_map<uint64_t, Engine::PrefixEntry>::iterator Engine::load_stored(
   if (!opt_.store->load(h, store_buf_, &mtp) || (need_mtp && !mtp)) return prefix_.end();
   if (kv.free_blocks() == 0 && !evict_one()) return prefix_.end();
   const int32_t blk = kv.allocate();  // its one reference is the prefix cache's
-  for (int64_t l = 0; l < kv.layers(); ++l)
-    std::memcpy(kv.slot(l, blk, 0), store_buf_.data() + l * per_layer, static_cast<size_t>(per_layer) * sizeof(float));
+  for (int64_t l = 0; l < kv.layers(); ++l) kv.write(l, blk, 0, store_buf_.data() + l * per_layer, KVCache::kBlockSize);
   lru_.push_front(h);
   return prefix_.emplace(h, PrefixEntry{blk, mtp, lru_.begin()}).first;
 }
@@ -159,8 +158,7 @@ void Engine::register_prefix(Seq& s) {
       KVCache& kv = model_.cache();
       const int64_t per_layer = B * kv.dim();
       std::vector<float> data(static_cast<size_t>(kv.layers() * per_layer));
-      for (int64_t l = 0; l < kv.layers(); ++l)
-        std::memcpy(data.data() + l * per_layer, kv.slot(l, blk, 0), static_cast<size_t>(per_layer) * sizeof(float));
+      for (int64_t l = 0; l < kv.layers(); ++l) kv.read(l, blk, 0, data.data() + l * per_layer, B);
       opt_.store->save(h, mtp_valid, std::move(data));
     }
   }

@@ -61,7 +61,7 @@ Model::Model(const std::string& dir, const ModelOptions& opt)
   const int64_t blocks_per_seq = (ctx_ + KVCache::kBlockSize - 1) / KVCache::kBlockSize + 1;
   // Ranks > 0 run no attention: they keep a one-block cache.
   const int64_t blocks = ep_rank_ > 0 ? 1 : blocks_per_seq * std::max<int64_t>(1, opt.max_seqs);
-  kv_ = std::make_unique<KVCache>(c.total_layers(), c.kv_cache_dim(), blocks);
+  kv_ = std::make_unique<KVCache>(c.total_layers(), c.kv_cache_dim(), blocks, opt.kv_dtype);
 }
 
 Model::~Model() {
@@ -412,8 +412,7 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
     for (int64_t hd = 0; hd < nh; ++hd) Rope::rotate(q + (t * nh + hd) * qk + nope, cs.data(), rd);
     SeqCache* s = w.seq[t];
     const int64_t p = w.pos[t];
-    std::memcpy(kv_->slot(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize), row,
-                static_cast<size_t>(kvd) * 4);
+    kv_->write(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize, row, 1);
   }
   dump("q", li, q, n, nh * qk);
   dump("kv_latent", li, kv, n, kvd);
@@ -426,8 +425,15 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   for (int64_t hd = 0; hd < nh; ++hd)
     ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
 
-  // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora].
+  // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora]. A BF16
+  // cache is read by the BF16 twins of dot/axpy (fp32 products and sums).
   float* o_lat = grow(w.o_lat, n * nh * kvl);
+  const bool bf16 = kv_->dtype() == DType::BF16;
+  const size_t es = kv_->elem_bytes();
+  auto kdot = [bf16](const float* a, const uint8_t* b, int64_t len) {
+    return bf16 ? ops::dot_bf16(a, reinterpret_cast<const uint16_t*>(b), len)
+                : ops::dot(a, reinterpret_cast<const float*>(b), len);
+  };
   const float scale = static_cast<float>(c.softmax_scale());
   const int nthreads = ops::num_threads();
   float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * ctx_);
@@ -440,15 +446,18 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
       const float* ql = q_lat + (t * nh + hd) * kvl;
       const float* qp = q + (t * nh + hd) * qk + nope;
       for (int64_t j = 0; j < P; ++j) {
-        const float* kvj = kv_->slot(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
-        sc[j] = (ops::dot(ql, kvj, kvl) + ops::dot(qp, kvj + kvl, rd)) * scale;
+        const uint8_t* kvj = kv_->row(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
+        sc[j] = (kdot(ql, kvj, kvl) + kdot(qp, kvj + static_cast<size_t>(kvl) * es, rd)) * scale;
       }
       ops::softmax(sc, P);
       float* o = o_lat + (t * nh + hd) * kvl;
       std::fill(o, o + kvl, 0.0f);
       for (int64_t j = 0; j < P; ++j) {
-        const float* kvj = kv_->slot(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
-        ops::axpy(sc[j], kvj, o, kvl);
+        const uint8_t* kvj = kv_->row(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
+        if (bf16)
+          ops::axpy_bf16(sc[j], reinterpret_cast<const uint16_t*>(kvj), o, kvl);
+        else
+          ops::axpy(sc[j], reinterpret_cast<const float*>(kvj), o, kvl);
       }
     }
   }

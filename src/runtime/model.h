@@ -21,6 +21,7 @@ struct ModelOptions {
   int64_t ctx = 0;          // max positions per sequence (0: max_position_embeddings, capped at 16384)
   int64_t max_seqs = 1;     // sequences that may hold a full context at once (sizes the cache)
   int threads = 0;          // 0: all cores
+  DType kv_dtype = DType::F32;  // latent cache: F32 or BF16 (half the memory)
   // Expert parallelism under mpirun (spec 9): this process is rank ep_rank of ep_size. Rank 0
   // runs the whole forward pass except the routed experts it does not own; ranks > 0 hold only
   // their routed experts and serve them (serve_experts) until rank 0's Model is destroyed.

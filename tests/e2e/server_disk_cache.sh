@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dsv3 serve --cache-dir: a prompt's context-cache blocks written by one server process are hits
 # (prompt_cache_hit_tokens) for the next process started on the same directory, with the same
-# greedy continuation; a corrupted file is a miss with the same output.
+# greedy continuation; a corrupted file is a miss with the same output; the same with a BF16 cache.
 #   tests/e2e/server_disk_cache.sh path/to/dsv3
 set -euo pipefail
 BIN="$1"
@@ -11,8 +11,8 @@ pid=""
 source "$(dirname "$0")/lib/server.bash"
 trap 'rc=$?; [ $rc = 0 ] || { echo "--- server stderr:"; cat "$tmp/err" 2>/dev/null; }; [ -z "$pid" ] || kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-run_once() {  # prints "hit_tokens text" of one greedy request to a fresh server process
-  start_server -m "$FIX/v3-fp8" --cache-dir "$tmp/cache" --cache-disk-gb 1
+run_once() {  # prints "hit_tokens ids" of one greedy request to a fresh server process (ARGS added)
+  start_server -m "$FIX/v3-fp8" --cache-dir "$tmp/cache" --cache-disk-gb 1 "$@"
   python3 - "$url" <<'PY'
 import json, sys, urllib.request
 prompt = [(i * 37 + 11) % 1000 for i in range(200)]
@@ -34,6 +34,14 @@ second="$(run_once)"
 [ "${first#* }" = "${second#* }" ] || { echo "continuations differ: $first / $second"; exit 1; }
 ls "$tmp/cache"/*/*.kv >/dev/null
 echo "server_disk_cache: ok ($second)"
+# A BF16 latent cache keeps its blocks apart from the f32 ones in the same directory (no hits
+# from them), and hits its own after a restart with the same continuation.
+third="$(run_once --kv-dtype bf16)"
+fourth="$(run_once --kv-dtype bf16)"
+[ "${third%% *}" = 0 ] || { echo "a bf16 cache hit f32 blocks: $third"; exit 1; }
+[ "${fourth%% *}" = 192 ] || { echo "bf16 restart: expected 192 cached tokens, got: $fourth"; exit 1; }
+[ "${third#* }" = "${fourth#* }" ] || { echo "bf16 continuations differ: $third / $fourth"; exit 1; }
+echo "server_disk_cache --kv-dtype bf16: ok ($fourth)"
 
 # A 1,000-token prompt on the e2e-bf16 fixture: after a restart >= 960 tokens are hits with the
 # cold run's logprobs exactly; with every file corrupted, no hits and the same logprobs. (The
