@@ -69,12 +69,17 @@ void init(int* argc, char*** argv) {
   sigemptyset(&sigs);
   for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, &old);
-  // Only the main thread calls MPI; OpenMP threads stay inside the ops.
-  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  // One thread at a time calls MPI, but not always the main one: a server's forward passes run
+  // on its engine thread. OpenMP threads stay inside the ops.
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (rc != MPI_SUCCESS) {
     std::fprintf(stderr, "error: MPI_Init_thread failed\n");
     std::exit(1);
+  }
+  if (provided < MPI_THREAD_SERIALIZED) {
+    std::fprintf(stderr, "error: this MPI library gives thread level %d; dsv3 needs MPI_THREAD_SERIALIZED\n", provided);
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
   g_initialised = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
