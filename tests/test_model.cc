@@ -5,6 +5,7 @@
 // token by token, chunked, ragged batch, rollback) and bad inputs; and `dsv3 score --json`.
 #include <gtest/gtest.h>
 
+#include "ops/ops.h"
 #include "testing.h"
 
 #include <algorithm>
@@ -174,6 +175,39 @@ ModelOptions bf16_kv() {
 constexpr float kBf16KvTol = 0.03f;
 TEST(ModelReference, V3Fp8LongPromptBf16Cache) {
   check_against_transformers("v3-fp8", 0, "v3-fp8_logits_0.f32", bf16_kv(), kBf16KvTol);
+}
+// --prefill bf16 (AVX512_BF16 only) against transformers' fp32 logits on the 200-token prompt:
+// measured mean |dlogprob| 0.05, max 2.06 (far-tail tokens of this random-weight model), top-1
+// equal on 184 of the 186 rows with a clear (>= 0.05) margin. Not within the 0.02 acceptance, so
+// it stays opt-in; this pins the measured closeness.
+TEST(ModelReference, V3Fp8Bf16PrefillIsClose) {
+  testing::OpsState keep;
+  if (!ops::prefill_bf16_supported()) GTEST_SKIP() << "no AVX512_BF16";
+  ops::set_prefill_bf16(true);
+  Model m(kFixtures + "/v3-fp8");
+  const int64_t V = m.config().vocab_size;
+  const auto prompt = ids(ref()["v3-fp8"][0]["prompt"]);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  const auto theirs = read_rows("v3-fp8_logits_0.f32", V, n);
+  const auto ours = all_logits(m, prompt);
+  double sum = 0;
+  int clear = 0, agree = 0;
+  std::vector<float> a, b;
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    log_softmax(ours.data() + i * V, V, a);
+    log_softmax(theirs.data() + i * V, V, b);
+    const size_t next = static_cast<size_t>(prompt[static_cast<size_t>(i + 1)]);
+    sum += std::fabs(a[next] - b[next]);
+    const auto top = top_logprobs(b, 2);
+    if (top[0].second - top[1].second < kMargin) continue;
+    ++clear;
+    agree += argmax(ours.data() + i * V, V) == top[0].first;
+  }
+  const double mean = sum / static_cast<double>(n - 1);
+  std::printf("bf16 prefill: mean |dlogprob| %.4f, top-1 %d of %d clear rows\n", mean, agree, clear);
+  EXPECT_LT(mean, 0.1);
+  EXPECT_GT(mean, 1e-4) << "the BF16 path did not run";
+  EXPECT_GE(agree, clear * 95 / 100);
 }
 TEST(ModelReference, V2LiteBf16Cache) {
   check_against_transformers("v2lite-bf16", 0, "v2lite-bf16_logits_0.f32", bf16_kv(), kBf16KvTol);

@@ -109,6 +109,45 @@ TEST(Ops, MatmulMatchesReference) {
         }
 }
 
+// The BF16 prefill path: the vdpbf16ps GEMM equals the scalar emulation bit for bit for every
+// weight dtype and shape above with at least kPrefillBf16MinTokens tokens, stays within BF16
+// rounding of fp32, and leaves smaller calls exactly fp32.
+TEST(Ops, Bf16PrefillEqualsItsEmulation) {
+  OpsState keep;
+  if (!simd_supported(Simd::Avx512) || !__builtin_cpu_supports("avx512bf16")) {
+    EXPECT_THROW(set_prefill_bf16(true), Error);
+    GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  }
+  set_simd_level(Simd::Avx2);
+  EXPECT_THROW(set_prefill_bf16(true), Error);  // the avx2 kernels have no BF16 GEMM
+  set_simd_level(Simd::Avx512);
+  std::mt19937 rng(11);
+  for (DType dt : kDtypes)
+    for (const Case& c : kCases)
+      for (bool accumulate : {false, true}) {
+        TestWeight full = random_weight(dt, c.full_rows, c.cols, rng);
+        const WeightView w = full.view.slice_rows(c.row0, c.rows);
+        const int64_t ldx = c.cols + 3, ldy = c.rows + 5;
+        const auto x = random_vec(static_cast<size_t>(c.n * ldx), rng);
+        const auto y0 = random_vec(static_cast<size_t>(c.n * ldy), rng);
+        std::vector<float> fp32 = y0, got = y0, want = y0;
+        matmul(x.data(), c.n, ldx, w, fp32.data(), ldy, accumulate);
+        set_prefill_bf16(true);
+        matmul(x.data(), c.n, ldx, w, got.data(), ldy, accumulate);
+        ref::matmul(x.data(), c.n, ldx, w, want.data(), ldy, accumulate);
+        set_prefill_bf16(false);
+        const std::string where = std::string(dtype_name(dt)) + " rows " + std::to_string(c.rows) + " cols " +
+                                  std::to_string(c.cols) + " n " + std::to_string(c.n);
+        if (c.n < kPrefillBf16MinTokens) {
+          ASSERT_EQ(got, fp32) << where << ": a call of fewer tokens stays fp32";
+          continue;
+        }
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << where << " i " << i;
+        EXPECT_LT(rel_err(got, fp32), 2e-2) << where;
+        EXPECT_GT(rel_err(got, fp32), 0.0) << where << ": the BF16 path did not run";
+      }
+}
+
 TEST(Ops, MatmulTransposedMatchesReference) {
   OpsState keep;
   std::mt19937 rng(2);

@@ -18,6 +18,7 @@ struct OpsState {
   ~OpsState() {
     ops::set_simd_level(simd);
     ops::set_num_threads(threads);
+    ops::set_prefill_bf16(false);
   }
 };
 

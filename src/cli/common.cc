@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/comm.h"
+#include "ops/ops.h"
 
 namespace dsv3::cli {
 
@@ -18,6 +19,11 @@ void add_model_args(CLI::App& app, ModelArgs& a) {
   app.add_option("--ctx", a.ctx, "Context length per sequence (default: max_position_embeddings, at most 16384)");
   app.add_option("--kv-dtype", a.kv_dtype,
                  "Latent KV cache precision: f32, or bf16 (half the cache memory; latents rounded to BF16)")
+      ->capture_default_str();
+  app.add_option("--prefill", a.prefill,
+                 "Precision of matmuls over 32+ tokens (prefill, scoring; decode stays f32): f32, or bf16 "
+                 "(tokens and weights rounded to BF16, fp32 sums; needs AVX512_BF16; not within 0.02 of "
+                 "transformers, so opt-in)")
       ->capture_default_str();
   app.add_option("--dump", a.dump_dir,
                  "Write every named intermediate (embed, q, kv_latent, attn_out, router_logits, ffn_out, "
@@ -30,6 +36,8 @@ std::unique_ptr<Model> load_model(const ModelArgs& a, int64_t max_seqs) {
   o.ctx = a.ctx;
   o.max_seqs = max_seqs;
   o.kv_dtype = parse_kv_dtype(a.kv_dtype);
+  if (a.prefill != "f32" && a.prefill != "bf16") fail("--prefill: '{}' is not f32 or bf16", a.prefill);
+  ops::set_prefill_bf16(a.prefill == "bf16");
   o.ep_rank = dist::rank();
   o.ep_size = dist::size();
   auto m = std::make_unique<Model>(a.dir, o);

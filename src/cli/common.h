@@ -17,8 +17,9 @@ struct ModelArgs {
   int64_t ctx = 0;
   std::string dump_dir;
   std::string kv_dtype = "f32";
+  std::string prefill = "f32";
 };
-// -m/--model, -t/--threads, --ctx, --kv-dtype, --dump
+// -m/--model, -t/--threads, --ctx, --kv-dtype, --prefill, --dump
 void add_model_args(CLI::App& app, ModelArgs& a);
 // Under mpirun (expert parallelism) every rank loads its share; on ranks > 0 this call serves
 // rank 0's expert all-to-alls until rank 0 is done and then throws WorkerDone, which main()

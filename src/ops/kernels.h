@@ -34,8 +34,17 @@ struct Kernels {
   void (*quantize_fp8)(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s);
 };
 
+// Decode up to this many tokens with the GEMV; beyond it the tiled GEMM wins.
+constexpr int64_t kGemvMaxTokens = 8;
+constexpr int64_t kBf16MinTokens = kPrefillBf16MinTokens;
+
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();
+// The BF16 prefill GEMM (kernels_avx512bf16.cc, AVX512_BF16): taken by the AVX-512 matmul for
+// kBf16MinTokens tokens or more while prefill_bf16() (ops::set_prefill_bf16).
+void gemm_bf16_avx512(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
+                      bool accumulate);
+bool prefill_bf16();
 
 // Threads to use for a job of about `work` multiply-adds: 1 for small jobs (a parallel region
 // costs microseconds), else num_threads(). Never affects results.

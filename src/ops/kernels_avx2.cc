@@ -14,6 +14,7 @@ struct Avx2 {
   static constexpr int kTTokens = 1;  // matmul_t: 1 token x 8 accumulators (16 ymm in all)
   static constexpr int kTileRows = 6;    // micro-kernel 6 rows x 16 tokens = 12 ymm accumulators
   static constexpr int kTileVecs = 2;
+  static constexpr bool kBf16Gemm = false;
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float f) { return _mm256_set1_ps(f); }
   static V loadu(const float* p) { return _mm256_loadu_ps(p); }

@@ -3,11 +3,13 @@
 // per instruction set. Everything here sits in an unnamed namespace: each SIMD translation unit
 // gets its own private copy, so no ISA-specific code can leak into another unit via the linker.
 //
-// I provides: V (float vector), W (lanes), kGemvTokens, kTTokens, kTileRows, kTileVecs, zero,
+// I provides: V (float vector), W (lanes), kGemvTokens, kTTokens, kTileRows, kTileVecs,
+// kBf16Gemm (whether the BF16 prefill GEMM of kernels_avx512bf16.cc may serve it), zero,
 // set1, loadu, storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16,
 // load_f16, load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both
 // leave NaN codes finite), and the NaN-code scan: B, kScanBytes, scan_zero, scan(m, bytes),
-// scan_found(m).
+// scan_found(m). The BF16 GEMM's level also provides Vi, loadu_i, set1_i, dpbf16 (vdpbf16ps) and
+// to_bf16_pairs (floats [2 n] to n BF16 pairs, rounded like bf16_pair).
 #pragma once
 #include <algorithm>
 #include <bit>
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -260,8 +263,6 @@ void gemv_range(const GemvJob& j, int64_t r0, int64_t r1) {
   }
 }
 
-// Decode up to this many tokens with the GEMV; beyond it the tiled GEMM wins.
-constexpr int64_t kGemvMaxTokens = 8;
 // Weight bytes per GEMV task: large enough that taking a task (an atomic) is noise, small
 // enough that a batch splits into many more tasks than threads.
 constexpr int64_t kGemvTaskBytes = 64 << 10;
@@ -373,44 +374,89 @@ void micro_kernel(const float* wt, const float* xp, int64_t L, float* yacc, int6
     for (int v = 0; v < TV; ++v) I::storeu(yacc + r * ldacc + v * W, acc[r][v]);
 }
 
-template <class I, DType DT, int TV>
+// The BF16 prefill path (ops::set_prefill_bf16): tokens and weights as BF16 pairs, packed
+// xp [token_block][K/2][TT] and wt [RT][64] (each uint32 = (value k, value k+1)), multiplied by
+// vdpbf16ps: per pair acc += x[k+1] w[k+1], then += x[k] w[k], each product exact in fp32 and
+// each sum rounded (inputs DAZ, outputs FTZ), which ref::matmul emulates bit for bit.
+template <class I, int RT, int TV>
+void micro_kernel_bf16(const uint32_t* wt, const uint32_t* xp, int64_t L2, float* yacc, int64_t ldacc, bool first) {
+  using V = typename I::V;
+  constexpr int W = I::W, TT = TV * I::W;
+  V acc[RT][TV];
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < TV; ++v) acc[r][v] = first ? I::zero() : I::loadu(yacc + r * ldacc + v * W);
+  for (int64_t k = 0; k < L2; ++k) {
+    typename I::Vi xv[TV];
+    for (int v = 0; v < TV; ++v) xv[v] = I::loadu_i(xp + k * TT + v * W);
+    for (int r = 0; r < RT; ++r) {
+      const typename I::Vi b = I::set1_i(wt[r * (kFp8Block / 2) + k]);
+      for (int v = 0; v < TV; ++v) acc[r][v] = I::dpbf16(acc[r][v], xv[v], b);
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int v = 0; v < TV; ++v) I::storeu(yacc + r * ldacc + v * W, acc[r][v]);
+}
+
+// Two values as one BF16 pair (lo = first), rounded to nearest even.
+inline uint32_t bf16_pair(float lo, float hi) {
+  return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
+}
+
+// kBf16: the BF16 path above; otherwise fp32 FMAs over the dequantised tiles.
+template <class I, DType DT, int TV, bool kBf16 = false>
 void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  using X = std::conditional_t<kBf16, uint32_t, float>;  // one packed element
+  constexpr int64_t S = kBf16 ? 2 : 1;                      // k values per element
   constexpr int RT = I::kTileRows, TT = TV * I::W;
-  const int64_t K = w.cols, R = w.rows;
+  const int64_t K = w.cols, R = w.rows, KS = (K + S - 1) / S;
   const int64_t nb = (n + TT - 1) / TT;
   const int nt = threads_for(R * K * n);
-  float* xp = scratch(0, static_cast<size_t>(nb * K * TT));  // [nb][K][TT]
+  X* xp = reinterpret_cast<X*>(scratch(0, static_cast<size_t>(nb * KS * TT)));  // [nb][K/S][TT]
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t b = 0; b < nb; ++b)
-    for (int64_t k0 = 0; k0 < K; k0 += 64) {
-      const int64_t kend = min64(k0 + 64, K);
+    for (int64_t k0 = 0; k0 < KS; k0 += 64) {
+      const int64_t kend = min64(k0 + 64, KS);
       for (int tt = 0; tt < TT; ++tt) {
         const int64_t t = b * TT + tt;
-        float* dst = xp + (b * K) * TT + tt;
-        if (t < n)
-          for (int64_t k = k0; k < kend; ++k) dst[k * TT] = x[t * ldx + k];
-        else
-          for (int64_t k = k0; k < kend; ++k) dst[k * TT] = 0.0f;
+        X* dst = xp + (b * KS) * TT + tt;
+        const float* xr = x + t * ldx;
+        for (int64_t k = k0; k < kend; ++k) {
+          if constexpr (kBf16)
+            dst[k * TT] = t < n ? bf16_pair(xr[2 * k], 2 * k + 1 < K ? xr[2 * k + 1] : 0.0f) : 0u;
+          else
+            dst[k * TT] = t < n ? xr[k] : 0.0f;
+        }
       }
     }
   // Token super-blocks keep the packed activations a tile sweeps (K x sb tokens) within a few MB
   // (L3): one tile reads all of them. The weights are dequantised once per super-block.
-  const int64_t sb = max64(1, (int64_t{4} << 20) / (K * TT * 4));
+  const int64_t sb = max64(1, (int64_t{4} << 20) / (KS * TT * 4));
   const int64_t tiles = (R + RT - 1) / RT;
   for (int64_t b0 = 0; b0 < nb; b0 += sb) {
     const int64_t b1 = min64(nb, b0 + sb), t0 = b0 * TT, t1 = min64(n, b1 * TT), ldacc = (b1 - b0) * TT;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
-      float* wt = scratch(1, RT * kFp8Block);                     // [RT][128]
+      float* wf = scratch(1, RT * kFp8Block);                     // [RT][128] dequantised
       float* yacc = scratch(2, static_cast<size_t>(RT * ldacc));  // [RT][tokens of the super-block]
+      X* wt = reinterpret_cast<X*>(kBf16 ? scratch(3, RT * kFp8Block / 2) : wf);  // [RT][128/S]
       const int64_t r0 = tile * RT, rows = min64(RT, R - r0);
       for (int64_t c0 = 0; c0 < K; c0 += kFp8Block) {
-        const int64_t L = min64(kFp8Block, K - c0);
-        for (int64_t r = 0; r < rows; ++r) dequant_row<I, DT>(w, r0 + r, c0, L, wt + r * kFp8Block);
+        const int64_t L = min64(kFp8Block, K - c0), LS = (L + S - 1) / S;
+        for (int64_t r = 0; r < rows; ++r) dequant_row<I, DT>(w, r0 + r, c0, L, wf + r * kFp8Block);
         for (int64_t r = rows; r < RT; ++r)
-          for (int64_t k = 0; k < L; ++k) wt[r * kFp8Block + k] = 0.0f;
-        for (int64_t b = b0; b < b1; ++b)
-          micro_kernel<I, RT, TV>(wt, xp + (b * K + c0) * TT, L, yacc + (b - b0) * TT, ldacc, c0 == 0);
+          for (int64_t k = 0; k < L; ++k) wf[r * kFp8Block + k] = 0.0f;
+        if constexpr (kBf16) {
+          for (int64_t r = 0; r < RT; ++r) {
+            float* wr = wf + r * kFp8Block;
+            if (L & 1) wr[L] = 0.0f;  // the last pair's second value
+            I::to_bf16_pairs(wr, wt + r * (kFp8Block / 2), LS);
+          }
+          for (int64_t b = b0; b < b1; ++b)
+            micro_kernel_bf16<I, RT, TV>(wt, xp + (b * KS + c0 / 2) * TT, LS, yacc + (b - b0) * TT, ldacc, c0 == 0);
+        } else {
+          for (int64_t b = b0; b < b1; ++b)
+            micro_kernel<I, RT, TV>(wt, xp + (b * KS + c0) * TT, L, yacc + (b - b0) * TT, ldacc, c0 == 0);
+        }
       }
       // Token-major write-back: each token's `rows` outputs are contiguous in y.
       for (int64_t t = t0; t < t1; ++t) {
@@ -430,6 +476,8 @@ void matmul_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, floa
   if (n <= kGemvMaxTokens) {
     const MatmulJob j{x, n, ldx, w, y, ldy, accumulate};
     gemv_batch<I>({&j, 1});
+  } else if (I::kBf16Gemm && n >= kBf16MinTokens && prefill_bf16()) {
+    gemm_bf16_avx512(x, n, ldx, w, y, ldy, accumulate);
   } else if (n <= I::W || I::kTileVecs == 1) {
     gemm<I, DT, 1>(x, n, ldx, w, y, ldy, accumulate);
   } else {

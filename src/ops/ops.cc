@@ -19,6 +19,7 @@ namespace {
 
 std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_num_procs()
 std::atomic<int> g_simd{-1};    // -1: not chosen yet
+std::atomic<bool> g_prefill_bf16{false};
 
 const detail::Kernels& ref_kernels() {
   static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
@@ -105,6 +106,17 @@ void set_simd_level(Simd s) {
 }
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+
+bool prefill_bf16_supported() { return simd_level() == Simd::Avx512 && __builtin_cpu_supports("avx512bf16"); }
+
+void set_prefill_bf16(bool on) {
+  if (on && !prefill_bf16_supported())
+    fail("BF16 prefill needs the avx512 kernels on a CPU with AVX512_BF16 (this one runs {}{})", simd_name(simd_level()),
+         __builtin_cpu_supports("avx512bf16") ? "" : ", without AVX512_BF16");
+  g_prefill_bf16.store(on);
+}
+
+bool detail::prefill_bf16() { return g_prefill_bf16.load(std::memory_order_relaxed); }
 int num_threads() {
   const int n = g_threads.load(std::memory_order_relaxed);
   return n > 0 ? n : omp_get_num_procs();

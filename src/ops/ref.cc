@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fp8_block.h"
+#include "ops/kernels.h"
 #include "ops/lowp.h"
 #include "ops/ops.h"
 
@@ -27,8 +28,34 @@ float weight_at(const WeightView& w, int64_t r, int64_t c) {
   }
 }
 
+// One BF16 pair step of vdpbf16ps: inputs DAZ (a BF16 subnormal is 0), exact products, each sum
+// rounded to fp32 with the result flushed to zero (FTZ).
+namespace {
+float bf16_daz(float v) { return std::fpclassify(v) == FP_SUBNORMAL ? std::copysign(0.0f, v) : v; }
+float ftz_add(float acc, float p) {
+  const float s = acc + p;
+  return std::fpclassify(s) == FP_SUBNORMAL ? std::copysign(0.0f, s) : s;
+}
+float bf16_round(float v) { return bf16_daz(bf16_to_f32(f32_to_bf16(v))); }
+}  // namespace
+
 void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
             bool accumulate) {
+  if (detail::prefill_bf16() && n >= detail::kBf16MinTokens) {  // the BF16 prefill path (ops.h)
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < w.rows; ++r) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < w.cols; c += 2) {
+          const float x0 = bf16_round(x[t * ldx + c]), w0 = bf16_round(weight_at(w, r, c));
+          const float x1 = c + 1 < w.cols ? bf16_round(x[t * ldx + c + 1]) : 0.0f;
+          const float w1 = c + 1 < w.cols ? bf16_round(weight_at(w, r, c + 1)) : 0.0f;
+          acc = ftz_add(ftz_add(acc, x1 * w1), x0 * w0);
+        }
+        float& out = y[t * ldy + r];
+        out = accumulate ? out + acc : acc;
+      }
+    return;
+  }
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < w.rows; ++r) {
       double acc = 0;
