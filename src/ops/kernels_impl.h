@@ -412,22 +412,36 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
   const int64_t nb = (n + TT - 1) / TT;
   const int nt = threads_for(R * K * n);
   X* xp = reinterpret_cast<X*>(scratch(0, static_cast<size_t>(nb * KS * TT)));  // [nb][K/S][TT]
+  if constexpr (kBf16) {
+    // Each token's row becomes BF16 pairs with the vector conversion, then goes to its column.
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t k0 = 0; k0 < KS; k0 += 64) {
-      const int64_t kend = min64(k0 + 64, KS);
+    for (int64_t b = 0; b < nb; ++b)
       for (int tt = 0; tt < TT; ++tt) {
         const int64_t t = b * TT + tt;
         X* dst = xp + (b * KS) * TT + tt;
+        if (t >= n) {
+          for (int64_t k = 0; k < KS; ++k) dst[k * TT] = 0u;
+          continue;
+        }
         const float* xr = x + t * ldx;
-        for (int64_t k = k0; k < kend; ++k) {
-          if constexpr (kBf16)
-            dst[k * TT] = t < n ? bf16_pair(xr[2 * k], 2 * k + 1 < K ? xr[2 * k + 1] : 0.0f) : 0u;
-          else
-            dst[k * TT] = t < n ? xr[k] : 0.0f;
+        uint32_t* pairs = reinterpret_cast<uint32_t*>(scratch(3, static_cast<size_t>(KS)));  // [K/2]
+        I::to_bf16_pairs(xr, pairs, K / 2);
+        if (K & 1) pairs[KS - 1] = bf16_pair(xr[K - 1], 0.0f);
+        for (int64_t k = 0; k < KS; ++k) dst[k * TT] = pairs[k];
+      }
+  } else {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        const int64_t kend = min64(k0 + 64, K);
+        for (int tt = 0; tt < TT; ++tt) {
+          const int64_t t = b * TT + tt;
+          X* dst = xp + (b * K) * TT + tt;
+          const float* xr = x + t * ldx;
+          for (int64_t k = k0; k < kend; ++k) dst[k * TT] = t < n ? xr[k] : 0.0f;
         }
       }
-    }
+  }
   // Token super-blocks keep the packed activations a tile sweeps (K x sb tokens) within a few MB
   // (L3): one tile reads all of them. The weights are dequantised once per super-block.
   const int64_t sb = max64(1, (int64_t{4} << 20) / (KS * TT * 4));
