@@ -21,7 +21,7 @@ void add_model_args(CLI::App& app, ModelArgs& a) {
                  "Latent KV cache precision: f32, or bf16 (half the cache memory; latents rounded to BF16)")
       ->capture_default_str();
   app.add_option("--prefill", a.prefill,
-                 "Precision of matmuls over 32+ tokens (prefill, scoring; decode stays f32): f32, or bf16 "
+                 "Precision of matmuls over 9+ tokens (prefill, scoring; decode stays f32): f32, or bf16 "
                  "(tokens and weights rounded to BF16, fp32 sums; needs AVX512_BF16; not within 0.02 of "
                  "transformers, so opt-in)")
       ->capture_default_str();

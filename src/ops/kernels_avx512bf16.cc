@@ -25,18 +25,25 @@ struct Avx512Bf16 : Avx512 {
   static V dpbf16(V acc, Vi a, Vi b) { return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh&>(a), reinterpret_cast<__m512bh&>(b)); }
 };
 
+template <int TV>
+void gemm_bf16_tv(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy, bool accumulate) {
+  using I = Avx512Bf16;
+  switch (w.dtype) {
+    case DType::F32: return gemm<I, DType::F32, TV, true>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::BF16: return gemm<I, DType::BF16, TV, true>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::F16: return gemm<I, DType::F16, TV, true>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::F8_E4M3: return gemm<I, DType::F8_E4M3, TV, true>(x, n, ldx, w, y, ldy, accumulate);
+    default: return;  // rejected by the public entry point
+  }
+}
+
 }  // namespace
 
 void gemm_bf16_avx512(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
                       bool accumulate) {
   using I = Avx512Bf16;
-  switch (w.dtype) {
-    case DType::F32: return gemm<I, DType::F32, I::kTileVecs, true>(x, n, ldx, w, y, ldy, accumulate);
-    case DType::BF16: return gemm<I, DType::BF16, I::kTileVecs, true>(x, n, ldx, w, y, ldy, accumulate);
-    case DType::F16: return gemm<I, DType::F16, I::kTileVecs, true>(x, n, ldx, w, y, ldy, accumulate);
-    case DType::F8_E4M3: return gemm<I, DType::F8_E4M3, I::kTileVecs, true>(x, n, ldx, w, y, ldy, accumulate);
-    default: return;  // rejected by the public entry point
-  }
+  if (n <= I::W) return gemm_bf16_tv<1>(x, n, ldx, w, y, ldy, accumulate);  // one 16-token tile
+  gemm_bf16_tv<I::kTileVecs>(x, n, ldx, w, y, ldy, accumulate);
 }
 
 }  // namespace dsv3::ops::detail

@@ -25,13 +25,12 @@ void set_simd_level(Simd s);
 // Threads used by the ops (OpenMP). Default: all cores.
 void set_num_threads(int n);
 // Prefill precision. Off (default): every matmul in fp32 FMAs over exactly dequantised weights.
-// On: matmuls of at least kPrefillBf16MinTokens tokens (prefill, scoring; decode stays fp32;
-// below it, rounding and packing the weight tiles costs more than the faster products save)
-// round the tokens
+// On: matmuls of at least kPrefillBf16MinTokens tokens, i.e. every one the tiled GEMM takes
+// (prefill, scoring, large expert groups; decode GEMVs stay fp32), round the tokens
 // and the dequantised weights to BF16 and sum exact products in fp32 with vdpbf16ps, as the
 // official implementation's BF16 compute does; the scalar reference emulates it bit for bit.
 // Needs the AVX-512 level on a CPU with AVX512_BF16 (throws dsv3::Error naming what is missing).
-constexpr int64_t kPrefillBf16MinTokens = 32;
+constexpr int64_t kPrefillBf16MinTokens = 9;
 void set_prefill_bf16(bool on);
 bool prefill_bf16_supported();
 int num_threads();
