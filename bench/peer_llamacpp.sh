@@ -2,7 +2,7 @@
 # Side-by-side speed of dsv3 and llama.cpp (node-llama-cpp's prebuilt CPU build) on the same
 # V3-shaped random model at about the same bits (dsv3: FP8 E4M3 + 128x128 scales, llama.cpp: Q8_0),
 # in one run, with the machine's measured memory bandwidth. Not a test: prints a table.
-#   bench/peer_llamacpp.sh [CONFIG.json] [PREFILL] [DECODE]
+#   [DSV3_BENCH_ARGS="--prefill bf16"] bench/peer_llamacpp.sh [CONFIG.json] [PREFILL] [DECODE]
 # Needs: build/bin/dsv3, node + npm (installs node-llama-cpp into /tmp/peers/llamacpp once),
 # ../shared/peers/{hf_to_gguf.py,llamacpp_run.mjs}.
 set -euo pipefail
@@ -26,7 +26,8 @@ fi
 # as a first run does: pages first read through it come as 2 MiB folios (MADV_HUGEPAGE).
 "$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p 2 -n 2 --reps 1 --no-bandwidth > /dev/null
 cat "$WORK/$name-q8_0.gguf" > /dev/null
-ours=$("$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p "$P" -n "$N" --reps 3 --json -t "$THREADS")
+# DSV3_BENCH_ARGS: extra dsv3 flags, e.g. "--prefill bf16".
+ours=$("$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p "$P" -n "$N" --reps 3 --json -t "$THREADS" ${DSV3_BENCH_ARGS:-})
 peer=$(cd /tmp/peers/llamacpp && node "$PEERS/llamacpp_run.mjs" bench --model "$WORK/$name-q8_0.gguf" \
   --threads "$THREADS" --prefill "$P" --decode "$N" --reps 3 --quiet)
 python3 - "$ours" "$peer" <<'PY'
