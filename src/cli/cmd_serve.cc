@@ -72,7 +72,7 @@ int run_serve(ServeOpts& o) {
     if (!(o.cache_disk_gb > 0)) fail("--cache-disk-gb must be positive (got {})", o.cache_disk_gb);
     // A BF16 cache's blocks hold rounded latents: they get their own folder, apart from f32's.
     const uint64_t cache_id =
-        server::model_identity(o.model.dir) ^ (model->cache().dtype() == DType::BF16 ? 0xbf16bf16bf16bf16ull : 0);
+        server::model_identity(o.model.dir, model->cache().dtype() == DType::BF16 ? "kv:bf16" : "");
     eo.store = std::make_shared<server::DiskPrefixStore>(o.cache_dir, cache_id,
                                                          model->cache().layers(), model->cache().dim(),
                                                          static_cast<uint64_t>(o.cache_disk_gb * 1e9));

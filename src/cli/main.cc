@@ -1,10 +1,12 @@
 // dsv3: DeepSeek-V3 inference, conversion and serving from one binary.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <map>
-#include <set>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "cli/common.h"
@@ -77,9 +79,11 @@ int main(int argc, char** argv) {
     if (!sub->parsed()) continue;
     // Under mpirun: training is data parallel, the model runners expert parallel; the others
     // would repeat their work (and their writes) on every rank.
-    static const std::set<std::string> kParallel = {"train", "serve", "generate", "chat", "score", "bench"};
-    if (dist::size() > 1 && !kParallel.count(sub->get_name())) {
-      const int rc = run_command([&]() -> int { fail("'{}' does not run under mpirun (only train, serve, generate, chat, score and bench do)", sub->get_name()); });
+    static const std::vector<std::string> kParallel = {"train", "serve", "generate", "chat", "score", "bench"};
+    if (dist::size() > 1 && std::find(kParallel.begin(), kParallel.end(), sub->get_name()) == kParallel.end()) {
+      const int rc = run_command([&]() -> int {
+        fail("'{}' does not run under mpirun (only {} do)", sub->get_name(), fmt::join(kParallel, ", "));
+      });
       dist::finalize();
       return rc;
     }

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
-#include <thread>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "core/error.h"
 
@@ -21,6 +21,7 @@ namespace dsv3::dist {
 namespace {
 
 int g_rank = 0, g_size = 1;
+uint64_t g_bytes_sent = 0;  // through alltoallv, to other ranks
 bool g_initialised = false;
 
 // Open MPI's launcher sets these in every process it starts (PMIx for the newer ones).
@@ -172,10 +173,6 @@ void gather_to_root(const uint16_t* in, uint16_t* out, const std::vector<int>& c
   if (g_size > 1) return gather_impl(in, out, counts, displs, MPI_UINT16_T);
 #endif
   std::copy(in, in + counts[0], out + displs[0]);
-}
-
-namespace {
-uint64_t g_bytes_sent = 0;
 }
 
 void alltoall_polled(const int* send, int* recv, int per_rank, double spin_s) {

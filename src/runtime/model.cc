@@ -259,7 +259,7 @@ std::vector<int> scaled(const std::vector<int>& counts, int64_t stride, std::vec
   int64_t at = 0;
   for (size_t r = 0; r < counts.size(); ++r) {
     const int64_t k = counts[r] * stride;
-    if (at + k > INT32_MAX) fail("expert all-to-all of {} floats exceeds MPI's int counts: use a smaller --prefill-chunk", at + k);
+    if (at + k > INT32_MAX) fail("expert all-to-all of {} floats exceeds MPI's int counts: prefill in smaller chunks", at + k);
     out[r] = static_cast<int>(k);
     displs[r] = static_cast<int>(at);
     at += k;
@@ -332,8 +332,7 @@ void Model::serve_experts() {
     const int op = ep_header(kOpNone, none, rc);
     if (op == kOpQuit) return;
     if (op == kOpStats) {
-      const RankStats st = rank_stats();
-      dist::gather_to_root({st.resident_weight_bytes, st.planned_weight_bytes, st.bytes_sent});
+      gather_rank_stats();
       continue;
     }
     if (op < 0 || op >= static_cast<int>(w_.layers.size()) || !w_.layers[static_cast<size_t>(op)].moe)
@@ -342,6 +341,14 @@ void Model::serve_experts() {
     for (auto& r : rows) r.clear();
     exchange_and_run(w_.layers[static_cast<size_t>(op)].moe_w, nullptr, 0, rows, none, rc, nullptr);
   }
+}
+
+std::vector<RankStats> Model::gather_rank_stats() const {
+  const RankStats st = rank_stats();
+  const std::vector<double> all = dist::gather_to_root({st.resident_weight_bytes, st.planned_weight_bytes, st.bytes_sent});
+  std::vector<RankStats> out;
+  for (size_t r = 0; r + 2 < all.size(); r += 3) out.push_back({all[r], all[r + 1], all[r + 2]});
+  return out;
 }
 
 RankStats Model::rank_stats() const {
@@ -374,11 +381,7 @@ std::vector<RankStats> Model::expert_parallel_stats() {
   if (ep_rank_ != 0) fail("expert_parallel_stats: rank 0 asks, the other ranks answer in serve_experts");
   std::vector<int> rc;
   if (ep_size_ > 1) ep_header(kOpStats, std::vector<int>(static_cast<size_t>(ep_size_), 0), rc);
-  const RankStats st = rank_stats();
-  const std::vector<double> all = dist::gather_to_root({st.resident_weight_bytes, st.planned_weight_bytes, st.bytes_sent});
-  std::vector<RankStats> out;
-  for (size_t r = 0; r + 2 < all.size(); r += 3) out.push_back({all[r], all[r + 1], all[r + 2]});
-  return out;
+  return gather_rank_stats();
 }
 
 void Model::attention(int li, const float* h, int64_t n, float* out) {

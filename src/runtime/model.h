@@ -122,6 +122,8 @@ class Model {
   void exchange_and_run(const MoeWeights& m, const float* h, int64_t n, std::vector<std::vector<ExpertRow>>& rows,
                         const std::vector<int>& sc, const std::vector<int>& rc, float* out);
   RankStats rank_stats() const;
+  // Every rank's rank_stats() on rank 0 (empty elsewhere): one collective, all ranks call it.
+  std::vector<RankStats> gather_rank_stats() const;
   // One FFN (dense MLP, shared or routed expert) over `rows` token rows: y = down(silu(gate x) * up x).
   struct FfnRun {
     const MlpWeights* m;

@@ -46,7 +46,7 @@ uint64_t checksum(const void* p, size_t n) {  // 64-bit words, multiply-xorshift
 
 }  // namespace
 
-uint64_t model_identity(const std::string& model_dir) {
+uint64_t model_identity(const std::string& model_dir, const std::string& variant) {
   std::ifstream cfg(fs::path(model_dir) / "config.json", std::ios::binary);
   std::stringstream text;
   text << cfg.rdbuf();
@@ -56,6 +56,7 @@ uint64_t model_identity(const std::string& model_dir) {
   std::sort(shards.begin(), shards.end());
   std::string all = text.str();
   for (const auto& s : shards) all += "\n" + s;
+  if (!variant.empty()) all += "\n" + variant;
   return checksum(all.data(), all.size());
 }
 

@@ -18,8 +18,9 @@
 namespace dsv3::server {
 
 // Identity of the weights a cache belongs to: config.json and the names and sizes of the
-// safetensors files. Another checkpoint gets another folder.
-uint64_t model_identity(const std::string& model_dir);
+// safetensors files. Another checkpoint gets another folder. `variant` names what else changes
+// the stored latents (a BF16 KV cache: "kv:bf16"); empty for the default f32 cache.
+uint64_t model_identity(const std::string& model_dir, const std::string& variant = "");
 
 class DiskPrefixStore : public PrefixStore {
  public:
