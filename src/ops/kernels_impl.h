@@ -336,8 +336,7 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   const int nt = static_cast<int>(min64(threads_for(work), count));
   const Task* t = tasks.data();
   const GemvJob* pj = prepared.data();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t i = 0; i < count; ++i) gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
+  parallel_for(nt, count, [&](int64_t i) { gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1); }, true);
 }
 
 template <class I>
@@ -414,8 +413,7 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
   X* xp = reinterpret_cast<X*>(scratch(0, static_cast<size_t>(nb * KS * TT)));  // [nb][K/S][TT]
   if constexpr (kBf16) {
     // Each token's row becomes BF16 pairs with the vector conversion, then goes to its column.
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < nb; ++b)
+    parallel_for(nt, nb, [&](int64_t b) {
       for (int tt = 0; tt < TT; ++tt) {
         const int64_t t = b * TT + tt;
         X* dst = xp + (b * KS) * TT + tt;
@@ -429,9 +427,9 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
         if (K & 1) pairs[KS - 1] = bf16_pair(xr[K - 1], 0.0f);
         for (int64_t k = 0; k < KS; ++k) dst[k * TT] = pairs[k];
       }
+    });
   } else {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < nb; ++b)
+    parallel_for(nt, nb, [&](int64_t b) {
       for (int64_t k0 = 0; k0 < K; k0 += 64) {
         const int64_t kend = min64(k0 + 64, K);
         for (int tt = 0; tt < TT; ++tt) {
@@ -441,6 +439,7 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
           for (int64_t k = k0; k < kend; ++k) dst[k * TT] = t < n ? xr[k] : 0.0f;
         }
       }
+    });
   }
   // Token super-blocks keep the packed activations a tile sweeps (K x sb tokens) within a few MB
   // (L3): one tile reads all of them. The weights are dequantised once per super-block.
@@ -448,8 +447,7 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
   const int64_t tiles = (R + RT - 1) / RT;
   for (int64_t b0 = 0; b0 < nb; b0 += sb) {
     const int64_t b1 = min64(nb, b0 + sb), t0 = b0 * TT, t1 = min64(n, b1 * TT), ldacc = (b1 - b0) * TT;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
+    parallel_for(nt, tiles, [&](int64_t tile) {
       float* wf = scratch(1, RT * kFp8Block);                     // [RT][128] dequantised
       float* yacc = scratch(2, static_cast<size_t>(RT * ldacc));  // [RT][tokens of the super-block]
       X* wt = reinterpret_cast<X*>(kBf16 ? scratch(3, RT * kFp8Block / 2) : wf);  // [RT][128/S]
@@ -481,7 +479,7 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
         else
           for (int64_t r = 0; r < rows; ++r) out[r] = acc[r * ldacc];
       }
-    }
+    });
   }
 }
 
@@ -574,8 +572,7 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
   const bool regs_ok = DT != DType::F8_E4M3 || w.nan_state == 1;
   const int64_t chunks = (w.cols + CW - 1) / CW;
   const int nt = threads_for(w.rows * w.cols * n);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
+  parallel_for(nt, chunks, [&](int64_t ch) {
     const int64_t c0 = ch * CW, L = min64(CW, w.cols - c0);
     if (regs_ok && L == CW) {
       for (int64_t t = 0; t < n; t += G) {
@@ -588,7 +585,7 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
           default: break;
         }
       }
-      continue;
+      return;
     }
     // Partial chunk, or FP8 not known to be NaN-free: dequantise each row (checked), then add.
     float* buf = scratch(1, static_cast<size_t>(CW));
@@ -598,7 +595,7 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
       dequant_row<I, DT>(w, r, c0, L, buf);
       for (int64_t t = 0; t < n; ++t) axpy<I>(x[t * ldx + r], buf, y + t * ldy + c0, L);
     }
-  }
+  });
 }
 
 template <class I>
@@ -654,8 +651,7 @@ void scale(float* y, float s, int64_t n) {
 template <class I, DType DT>
 void rmsnorm_dt(const float* x, int64_t n, int64_t d, const void* wv, float eps, float* y) {
   const int nt = threads_for(n * d * 8);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t t = 0; t < n; ++t) {
+  parallel_for(nt, n, [&](int64_t t) {
     const float* xr = x + t * d;
     float* yr = y + t * d;
     const float inv = 1.0f / std::sqrt(dot<I>(xr, xr, d) / static_cast<float>(d) + eps);
@@ -663,7 +659,7 @@ void rmsnorm_dt(const float* x, int64_t n, int64_t d, const void* wv, float eps,
     int64_t i = 0;
     for (; i + I::W <= d; i += I::W) I::storeu(yr + i, I::mul(load_w<I, DT>(wv, i), I::mul(I::loadu(xr + i), iv)));
     for (; i < d; ++i) yr[i] = elem<DT>(wv, i) * (xr[i] * inv);
-  }
+  });
 }
 
 template <class I>
@@ -773,17 +769,16 @@ void gemm_fp8(const Fp8Gemm& g) {
   constexpr int64_t kRows = 4, kPanel = I::kTileVecs * I::W;
   const int64_t panels = g.N / kPanel, vec_end = g.N / I::W * I::W, mt = (g.M + kRows - 1) / kRows;
   const int nt = threads_for(g.M * g.N * g.K);
-#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
-  for (int64_t pi = 0; pi <= panels; ++pi)
-    for (int64_t mi = 0; mi < mt; ++mi) {
+  parallel_for(nt, (panels + 1) * mt, [&](int64_t i) {
+      const int64_t pi = i / mt, mi = i % mt;
       const int64_t m0 = mi * kRows, rows = min64(kRows, g.M - m0), n0 = pi * kPanel;
       if (pi < panels) {
         gemm_fp8_rows<I, I::kTileVecs>(g, m0, rows, n0);
-        continue;
+        return;
       }
       for (int64_t n = n0; n + I::W <= vec_end; n += I::W) gemm_fp8_rows<I, 1>(g, m0, rows, n);
       if (vec_end < g.N) ref::gemm_fp8_cells(g, m0, m0 + rows, vec_end, g.N);
-    }
+  });
 }
 
 template <class I>

@@ -122,6 +122,21 @@ int num_threads() {
   return n > 0 ? n : omp_get_num_procs();
 }
 
+void parallel_for_fn(int nt, int64_t count, bool dynamic, void (*fn)(void*, int64_t), void* ctx) {
+  if (count < nt) nt = static_cast<int>(count);
+  if (nt <= 1 || omp_in_parallel()) {
+    for (int64_t i = 0; i < count; ++i) fn(ctx, i);
+    return;
+  }
+  if (dynamic) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t i = 0; i < count; ++i) fn(ctx, i);
+  } else {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < count; ++i) fn(ctx, i);
+  }
+}
+
 namespace detail {
 
 int threads_for(int64_t work) { return work < (int64_t{1} << 16) ? 1 : num_threads(); }

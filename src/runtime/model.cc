@@ -424,9 +424,9 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   // Heads run in parallel, each head's small matmul on one thread (nested regions are serial):
   // one parallel region instead of one per head.
   float* q_lat = grow(w.q_lat, n * nh * kvl);
-#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
-  for (int64_t hd = 0; hd < nh; ++hd)
+  ops::parallel_for(ops::num_threads(), nh, [&](int64_t hd) {
     ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
+  });
 
   // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora]. A BF16
   // cache is read by the BF16 twins of dot/axpy (fp32 products and sums).
@@ -440,9 +440,8 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
   const float scale = static_cast<float>(c.softmax_scale());
   const int nthreads = ops::num_threads();
   float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * ctx_);
-#pragma omp parallel for schedule(dynamic) collapse(2) num_threads(ops::num_threads())
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t hd = 0; hd < nh; ++hd) {
+  ops::parallel_for(nthreads, n * nh, [&](int64_t i) {
+      const int64_t t = i / nh, hd = i % nh;
       float* sc = scores_all + static_cast<int64_t>(omp_get_thread_num()) * ctx_;
       const SeqCache* s = w.seq[t];
       const int64_t P = w.pos[t] + 1;
@@ -462,13 +461,12 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
         else
           ops::axpy(sc[j], reinterpret_cast<const float*>(kvj), o, kvl);
       }
-    }
-  }
+  }, true);
   // Up-project with W_uv per head, then o_proj.
   float* ov = grow(w.ov, n * nh * vd);
-#pragma omp parallel for schedule(static) num_threads(ops::num_threads())
-  for (int64_t hd = 0; hd < nh; ++hd)
+  ops::parallel_for(ops::num_threads(), nh, [&](int64_t hd) {
     ops::matmul(o_lat + hd * kvl, n, nh * kvl, A.kv_b.slice_rows(hd * (nope + vd) + nope, vd), ov + hd * vd, nh * vd);
+  });
   ops::matmul(ov, n, nh * vd, A.o, out, H);
 }
 
