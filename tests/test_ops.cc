@@ -20,6 +20,7 @@ namespace {
 struct TestWeight {
   std::vector<uint8_t> bytes;
   std::vector<float> scale;  // FP8: [ceil(rows/128), ceil(cols/128)]
+  std::vector<uint16_t> group_scale;  // I4: [rows, ceil(cols/group)], BF16 or F16
   WeightView view;
 };
 
@@ -28,7 +29,22 @@ TestWeight random_weight(DType dt, int64_t rows, int64_t cols, std::mt19937& rng
   std::normal_distribution<float> nd(0.0f, 0.5f);
   const size_t n = static_cast<size_t>(rows * cols);
   w.bytes.resize(n * dtype_size(dt));
-  if (dt == DType::F8_E4M3) {
+  w.view.dtype = dt;
+  w.view.rows = rows;
+  w.view.cols = cols;
+  if (dt == DType::I4) {
+    // Group 32 with BF16 scales or 128 with F16 scales (both appear in published checkpoints);
+    // every nibble value, scales around amax/7.5 of N(0, 0.5).
+    w.view.group = (rows + cols) % 2 ? 32 : 128;
+    w.view.group_scale_dtype = w.view.group == 32 ? DType::BF16 : DType::F16;
+    w.bytes.resize(static_cast<size_t>(rows * w.view.packed_row_bytes()));
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (auto& b : w.bytes) b = static_cast<uint8_t>(byte(rng));
+    std::uniform_real_distribution<float> sd(0.05f, 0.3f);
+    w.group_scale.resize(static_cast<size_t>(rows * w.view.group_cols()));
+    for (auto& g : w.group_scale) g = w.view.group == 32 ? f32_to_bf16(sd(rng)) : f32_to_f16(sd(rng));
+    w.view.group_scale = w.group_scale.data();
+  } else if (dt == DType::F8_E4M3) {
     std::uniform_int_distribution<int> code(0, 255);
     for (auto& b : w.bytes) {
       do b = static_cast<uint8_t>(code(rng));
@@ -43,9 +59,6 @@ TestWeight random_weight(DType dt, int64_t rows, int64_t cols, std::mt19937& rng
     from_f32(dt, f.data(), w.bytes.data(), n);
   }
   w.view.data = w.bytes.data();
-  w.view.dtype = dt;
-  w.view.rows = rows;
-  w.view.cols = cols;
   w.view.scale_inv = dt == DType::F8_E4M3 ? w.scale.data() : nullptr;
   return w;
 }
@@ -71,7 +84,7 @@ std::vector<Simd> fast_levels() {
 
 using dsv3::testing::OpsState;
 
-constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
+constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3, DType::I4};
 
 struct Case {
   int64_t full_rows, cols, row0, rows, n;
@@ -205,7 +218,8 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
                         {DType::F8_E4M3, 129, 200, 5, false}, {DType::F32, 33, 64, 40, false},
                         {DType::F8_E4M3, 64, 130, 8, true},   {DType::F16, 10, 48, 0, false},
                         {DType::F8_E4M3, 129, 200, 12, true}, {DType::BF16, 64, 256, 24, false},
-                        {DType::F8_E4M3, 300, 384, 40, false}};
+                        {DType::F8_E4M3, 300, 384, 40, false}, {DType::I4, 129, 200, 3, true},
+                        {DType::I4, 64, 256, 20, false}};
   for (Simd s : fast_levels())
     for (int threads : {1, 2, 3}) {
       set_simd_level(s);
@@ -234,6 +248,49 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
 
 // has_nan_codes sees one NaN code anywhere in a view and nothing outside it; a weight whose
 // owner found NaN codes (nan_state -1) or did not check (0) still yields NaN for that row.
+// The compressed-tensors pack-quantized layout, packed here as its pack_to_int32 documents it
+// (value + 8 in bits 4i of int32 k for column 8k + i, rows padded with zero nibbles to a multiple
+// of 8 columns): every kernel and the reference read back exactly q * scale.
+TEST(Ops, I4ReadsThePackQuantizedLayout) {
+  OpsState keep;
+  std::mt19937 rng(12);
+  const int64_t R = 5, C = 70, G = 32, KP = (C + 7) / 8, GC = (C + G - 1) / G;
+  std::uniform_int_distribution<int> qd(-8, 7);
+  std::vector<int> q(static_cast<size_t>(R * C));
+  for (auto& v : q) v = qd(rng);
+  std::vector<uint32_t> packed(static_cast<size_t>(R * KP), 0u);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      packed[static_cast<size_t>(r * KP + c / 8)] |= static_cast<uint32_t>(q[static_cast<size_t>(r * C + c)] + 8) << (4 * (c % 8));
+  std::vector<float> scale(static_cast<size_t>(R * GC));
+  for (size_t i = 0; i < scale.size(); ++i) scale[i] = 0.25f * static_cast<float>(i + 1);
+  WeightView w;
+  w.data = packed.data();  // little-endian int32s, as safetensors stores them
+  w.dtype = DType::I4;
+  w.rows = R;
+  w.cols = C;
+  w.group = G;
+  w.group_scale = scale.data();
+  w.group_scale_dtype = DType::F32;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      ASSERT_EQ(ref::weight_at(w, r, c), static_cast<float>(q[static_cast<size_t>(r * C + c)]) * scale[static_cast<size_t>(r * GC + c / G)]);
+  // x = one-hot rows: y = the dequantised columns, through the GEMV (1 token) and the GEMM (C tokens).
+  std::vector<float> x(static_cast<size_t>(C * C), 0.0f);
+  for (int64_t c = 0; c < C; ++c) x[static_cast<size_t>(c * C + c)] = 1.0f;
+  for (Simd s : fast_levels())
+    for (int64_t n : {int64_t{1}, C}) {
+      set_simd_level(s);
+      for (int64_t c0 = 0; c0 < C; c0 += n) {
+        std::vector<float> y(static_cast<size_t>(n * R));
+        matmul(x.data() + c0 * C, n, C, w, y.data(), R);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < R; ++r)
+            ASSERT_EQ(y[static_cast<size_t>(t * R + r)], ref::weight_at(w, r, c0 + t)) << simd_name(s) << " n " << n;
+      }
+    }
+}
+
 TEST(Ops, HasNanCodes) {
   OpsState keep;
   std::mt19937 rng(8);

@@ -37,7 +37,7 @@ int run_info(const InfoOpts& o) {
   j["bytes"] = s.bytes;
   // Latent cache: kv_lora_rank + rope values per token per main layer, float32 on CPU.
   j["kv_cache_bytes_per_token"] = c.kv_cache_dim() * c.num_hidden_layers * 4;
-  j["quantization"] = c.quantization.fp8 ? "fp8-e4m3-block128" : "none";
+  j["quantization"] = c.quantization.name();
   if (o.json) {
     fmt::print("{}\n", j.dump());
     return 0;

@@ -26,9 +26,12 @@ namespace fs = std::filesystem;
 std::optional<ConvertTo> parse_convert_target(std::string_view s) {
   if (s == "bf16" || s == "BF16") return ConvertTo::kBF16;
   if (s == "fp8" || s == "FP8") return ConvertTo::kFP8;
+  if (s == "int4" || s == "INT4") return ConvertTo::kINT4;
   return std::nullopt;
 }
-const char* convert_target_name(ConvertTo t) { return t == ConvertTo::kBF16 ? "bf16" : "fp8"; }
+const char* convert_target_name(ConvertTo t) {
+  return t == ConvertTo::kBF16 ? "bf16" : t == ConvertTo::kFP8 ? "fp8" : "int4";
+}
 
 namespace {
 
@@ -37,7 +40,9 @@ bool keeps_f32(const std::string& name) { return name.ends_with("e_score_correct
 
 using Clock = std::chrono::steady_clock;
 
-enum class Op { kCopy, kDequant, kQuant, kScaleOut, kToBf16 };
+// kQuant4 writes X.weight_packed and keeps its scales for the kScale4Out (X.weight_scale) that
+// follows it; kShape4Out writes X.weight_shape.
+enum class Op { kCopy, kDequant, kQuant, kScaleOut, kToBf16, kQuant4, kScale4Out, kShape4Out };
 
 struct PlannedTensor {
   std::string name;
@@ -45,7 +50,7 @@ struct PlannedTensor {
   Shape shape;
   Op op;
   const TensorRef* src = nullptr;    // the input tensor (for kScaleOut: the weight it belongs to)
-  const TensorRef* scale = nullptr;  // kDequant: the input's _scale_inv (possibly in another shard)
+  const TensorRef* scale = nullptr;  // kDequant, kQuant4 of FP8: the input's _scale_inv (possibly in another shard)
   uint64_t nbytes() const { return static_cast<uint64_t>(shape.numel()) * dtype_size(dtype); }
 };
 
@@ -59,9 +64,14 @@ struct PlannedShard {
 std::string file_of(const TensorRef& r) { return fs::path(r.file->path()).filename().string(); }
 
 // Output tensors of every input shard, in the input's order. Tensors keep their shard.
-std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, ConvertTo to) {
+std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, const ConvertOptions& opt) {
+  const ConvertTo to = opt.to;
   std::map<std::string, bool> table;  // name -> fp8_quantized
-  for_each_weight(cfg, [&](const WeightSpec& w) { table[w.name] = w.fp8_quantized(); });
+  std::set<std::string> int4;         // weights that become int4
+  for_each_weight(cfg, [&](const WeightSpec& w) {
+    table[w.name] = w.fp8_quantized();
+    if (to == ConvertTo::kINT4 && w.fp8_quantized() && (opt.int4_all || w.expert >= 0)) int4.insert(w.name);
+  });
   std::map<const SafetensorsFile*, size_t> shard_index;
   std::vector<PlannedShard> shards;
   for (const auto& s : ck.shards()) {
@@ -74,9 +84,9 @@ std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, Con
   auto note_extra = [&](const TensorRef& r, const char* what) {
     if (++extras <= 5) log_warn("{}: tensor '{}' is not in the weight table; {}", file_of(r), r.info->name, what);
   };
-  if (to == ConvertTo::kBF16) {
+  if (to == ConvertTo::kBF16 || to == ConvertTo::kINT4) {
     for (const auto& r : ck.tensors()) {
-      if (r.info->dtype != DType::F8_E4M3) continue;
+      if (r.info->dtype != DType::F8_E4M3 || (to == ConvertTo::kINT4 && !int4.count(r.info->name))) continue;
       const TensorRef* s = ck.find(scale_inv_name(r.info->name));
       if (r.info->shape.ndim == 2 && s && s->info->dtype == DType::F32 &&
           s->info->shape == scale_inv_shape(r.info->shape))
@@ -90,6 +100,23 @@ std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, Con
     auto it = table.find(t.name);
     const bool in_table = it != table.end();
     PlannedTensor p{t.name, t.dtype, t.shape, Op::kCopy, &r, nullptr};
+    if (int4.count(t.name)) {
+      const TensorRef* s = t.dtype == DType::F8_E4M3 ? ck.find(scale_inv_name(t.name)) : nullptr;
+      if (t.dtype == DType::F8_E4M3 && !(s && consumed.count(s->info->name)))
+        fail("{}: FP8 weight '{}' has no usable '{}'", file_of(r), t.name, scale_inv_name(t.name));
+      if (s) ps.in_bytes += s->info->nbytes();
+      const int64_t R = t.shape[0], C = t.shape[1];
+      const PlannedTensor outs[] = {
+          {int4_packed_name(t.name), DType::I32, Shape{R, (C + 7) / 8}, Op::kQuant4, &r, s},
+          {int4_scale_name(t.name), DType::BF16, Shape{R, (C + opt.group - 1) / opt.group}, Op::kScale4Out, &r, nullptr},
+          {int4_shape_name(t.name), DType::I32, Shape{2}, Op::kShape4Out, &r, nullptr}};
+      ps.in_bytes += t.nbytes();
+      for (const PlannedTensor& o : outs) {
+        ps.out_bytes += o.nbytes();
+        ps.tensors.push_back(o);
+      }
+      continue;
+    }
     if (to == ConvertTo::kBF16 && t.dtype == DType::F8_E4M3) {
       const TensorRef* s = ck.find(scale_inv_name(t.name));
       if (s && consumed.count(s->info->name)) {
@@ -109,8 +136,8 @@ std::vector<PlannedShard> plan(const ModelConfig& cfg, const Checkpoint& ck, Con
         fail("{}: '{}' already exists although '{}' is not FP8", ck.dir(), scale_inv_name(t.name), t.name);
       p.op = Op::kQuant;
       p.dtype = DType::F8_E4M3;
-    } else if (!in_table) {
-      note_extra(r, "copied unchanged");
+    } else if (!in_table && !(t.name.ends_with("_scale_inv") && table.count(t.name.substr(0, t.name.size() - 10)))) {
+      note_extra(r, "copied unchanged");  // (the _scale_inv of an FP8 weight kept as it is is expected)
     }
     ps.in_bytes += t.nbytes();
     ps.out_bytes += p.nbytes();
@@ -143,10 +170,11 @@ bool shard_complete(const std::string& path, const PlannedShard& ps) {
   }
 }
 
-ConvertState make_state(const std::string& in_canon, ConvertTo to, const Checkpoint& ck) {
+ConvertState make_state(const std::string& in_canon, const ConvertOptions& opt, const Checkpoint& ck) {
   ConvertState st;
   st.input = in_canon;
-  st.to = convert_target_name(to);
+  st.to = convert_target_name(opt.to);
+  if (opt.to == ConvertTo::kINT4) st.to += fmt::format("-group{}{}", opt.group, opt.int4_all ? "-all" : "");
   for (const auto& s : ck.shards()) {
     std::error_code ec;
     const auto mt = fs::last_write_time(s->path(), ec).time_since_epoch().count();
@@ -196,9 +224,10 @@ class Progress {
 
 // The fill callbacks of one shard. Inputs are mmap'd; each tensor's input pages (and its
 // scale's) are released as soon as they are converted, so RSS stays near one tensor.
-std::vector<TensorToWrite> shard_writes(const PlannedShard& ps, Progress& progress) {
+std::vector<TensorToWrite> shard_writes(const PlannedShard& ps, int64_t group4, Progress& progress) {
   std::vector<TensorToWrite> out;
   std::shared_ptr<std::vector<float>> scales;  // of the last quantised weight, for its _scale_inv
+  std::shared_ptr<std::vector<uint16_t>> scales4;  // of the last int4 weight, for its weight_scale
   for (const PlannedTensor& p : ps.tensors) {
     const TensorRef* src = p.src;
     const SafetensorsFile* f = src->file;
@@ -247,6 +276,37 @@ std::vector<TensorToWrite> shard_writes(const PlannedShard& ps, Progress& progre
           std::vector<float>().swap(*scales);
         };
         break;
+      case Op::kQuant4: {
+        scales4 = std::make_shared<std::vector<uint16_t>>();
+        const TensorRef* sc = p.scale;
+        const int64_t group = group4;
+        const auto keep = scales4;
+        fill = [=, &progress](uint8_t* dst) {
+          const int64_t R = src->info->shape[0], C = src->info->shape[1];
+          keep->resize(static_cast<size_t>(R * ((C + group - 1) / group)));
+          const float* s = sc ? reinterpret_cast<const float*>(sc->data()) : nullptr;
+          quantize_to_int4(src->info->dtype, src->data(), s, R, C, group, reinterpret_cast<uint32_t*>(dst), keep->data(),
+                           release);
+          f->release(src->data(), src->info->nbytes());
+          if (sc) sc->file->release(sc->data(), sc->info->nbytes());
+          progress.add(src->info->nbytes() + (sc ? sc->info->nbytes() : 0));
+        };
+        break;
+      }
+      case Op::kScale4Out: {
+        const auto keep = scales4;
+        fill = [keep](uint8_t* dst) {
+          std::memcpy(dst, keep->data(), keep->size() * 2);
+          std::vector<uint16_t>().swap(*keep);
+        };
+        break;
+      }
+      case Op::kShape4Out:
+        fill = [src](uint8_t* dst) {
+          const int32_t dims[2] = {static_cast<int32_t>(src->info->shape[0]), static_cast<int32_t>(src->info->shape[1])};
+          std::memcpy(dst, dims, sizeof dims);
+        };
+        break;
     }
     out.push_back({p.name, p.dtype, p.shape, std::move(fill)});
   }
@@ -271,11 +331,17 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
   const Checkpoint& ck = *m.checkpoint;
   bool has_fp8 = false;
   for (const auto& r : ck.tensors()) has_fp8 |= r.info->dtype == DType::F8_E4M3;
+  bool has_int4 = false;
+  for (const auto& r : ck.tensors()) has_int4 |= r.info->name.ends_with(".weight_packed");
+  if (has_int4)
+    fail("{}: holds int4 (compressed-tensors pack-quantized) weights; converting them is not supported", in_dir);
+  if (opt.to == ConvertTo::kINT4 && opt.group != 32 && opt.group != 64 && opt.group != 128)
+    fail("--group must be 32, 64 or 128 (got {})", opt.group);
   if (opt.to == ConvertTo::kFP8 && has_fp8)
     fail("{}: already holds F8_E4M3 weights: it is already FP8 (convert --to bf16 first to requantise)", in_dir);
   if (!ck.has_index() && ck.shards().size() != 1)
     fail("{}: several *.safetensors files but no model.safetensors.index.json", in_dir);
-  const std::vector<PlannedShard> shards = plan(m.config, ck, opt.to);
+  const std::vector<PlannedShard> shards = plan(m.config, ck, opt);
   // F32 weights to cast are whatever the plan casts (the rule lives in plan() alone).
   bool casts_f32 = false;
   for (const auto& ps : shards)
@@ -284,7 +350,7 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
     fail("{}: has no F8_E4M3 or F32 weights: it is already BF16, nothing to convert", in_dir);
 
   // Resume only an unfinished run of this very conversion (its state file matches).
-  const ConvertState state = make_state(in_canon.string(), opt.to, ck);
+  const ConvertState state = make_state(in_canon.string(), opt, ck);
   const fs::path state_path = out_canon / kStateFile;
   bool resume = false;
   if (dir_nonempty(out_canon)) {
@@ -350,7 +416,7 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
     std::map<std::string, std::string> meta = ps.input->metadata();
     if (meta.empty()) meta = {{"format", "pt"}};
     progress.set_file(ps.file);
-    write_safetensors(path, shard_writes(ps, progress), meta);
+    write_safetensors(path, shard_writes(ps, opt.group, progress), meta);
     progress.shard_done(ps, i, shards.size(), std::chrono::duration<double>(Clock::now() - ts).count());
     ++res.shards_written;
     res.input_bytes += ps.in_bytes;
@@ -362,7 +428,7 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
   copy_aux_files(in_canon.string(), out_canon.string(), skip);
   write_index(out_canon.string(), weight_map, total_size);
   write_file_atomic((out_canon / "config.json").string(),
-                    converted_config((in_canon / "config.json").string(), opt.to));
+                    converted_config((in_canon / "config.json").string(), opt));
   fs::remove(state_path, ec);
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return res;

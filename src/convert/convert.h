@@ -10,12 +10,17 @@
 
 namespace dsv3 {
 
-enum class ConvertTo { kBF16, kFP8 };
-std::optional<ConvertTo> parse_convert_target(std::string_view s);  // "bf16" / "fp8"
+enum class ConvertTo { kBF16, kFP8, kINT4 };
+std::optional<ConvertTo> parse_convert_target(std::string_view s);  // "bf16" / "fp8" / "int4"
 const char* convert_target_name(ConvertTo t);
 
 struct ConvertOptions {
   ConvertTo to = ConvertTo::kBF16;
+  // kINT4: compressed-tensors pack-quantized, symmetric int4 in groups of `group` columns with
+  // BF16 scales (amax / 7.5); the routed experts only, or every Linear of the blocks with
+  // int4_all (embeddings, heads, router and MTP eh_proj always keep their dtype).
+  int64_t group = 128;
+  bool int4_all = false;
   bool force = false;  // write into an existing non-empty output directory
   int threads = 0;     // OpenMP threads; 0 keeps the default
   // Progress display: -1 auto (a live line when stderr is a terminal), 0 per-shard lines, 1 live.

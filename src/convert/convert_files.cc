@@ -1,5 +1,7 @@
 #include "convert/convert_files.h"
 
+#include "model/config.h"
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -18,7 +20,8 @@ std::string fp8_quantization_config_json() {
   return R"({"activation_scheme":"dynamic","fmt":"e4m3","quant_method":"fp8","weight_block_size":[128,128]})";
 }
 
-std::string converted_config(const std::string& in_config_path, ConvertTo to) {
+std::string converted_config(const std::string& in_config_path, const ConvertOptions& opt) {
+  const ConvertTo to = opt.to;
   nlohmann::ordered_json j;
   try {
     j = nlohmann::ordered_json::parse(read_text_file(in_config_path));
@@ -26,9 +29,16 @@ std::string converted_config(const std::string& in_config_path, ConvertTo to) {
     fail("{}: malformed JSON: {}", in_config_path, e.what());
   }
   if (!j.is_object()) fail("{}: not a JSON object", in_config_path);
-  if (to == ConvertTo::kBF16)
+  if (to == ConvertTo::kBF16) {
     j.erase("quantization_config");
-  else
+  } else if (to == ConvertTo::kINT4) {
+    // Module-name patterns of the Linears that keep their dtype (compressed-tensors `ignore`).
+    std::vector<std::string> ignore = {"lm_head", "re:.*mlp\\.gate$", "re:.*eh_proj$", "re:.*shared_head\\.head$"};
+    if (!opt.int4_all)
+      for (const char* p : {"re:.*self_attn\\..*", "re:.*shared_experts\\..*", "re:.*mlp\\.(gate|up|down)_proj$"})
+        ignore.push_back(p);
+    j["quantization_config"] = nlohmann::ordered_json::parse(compressed_tensors_config_json(opt.group, ignore));
+  } else
     j["quantization_config"] = nlohmann::ordered_json::parse(fp8_quantization_config_json());
   return j.dump(2) + "\n";
 }

@@ -12,7 +12,7 @@ namespace dsv3 {
 
 // config.json of the converted checkpoint: the input's JSON object (key order kept) with
 // quantization_config removed (bf16) or set to the FP8 block scheme (fp8); nothing else changes.
-std::string converted_config(const std::string& in_config_path, ConvertTo to);
+std::string converted_config(const std::string& in_config_path, const ConvertOptions& opt);
 
 // Copies every small non-weight file of in_dir (tokenizer, generation_config.json, README, code,
 // subfolders) to out_dir: not *.safetensors, not the index, not config.json, nothing hidden,

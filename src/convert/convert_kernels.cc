@@ -1,6 +1,7 @@
 #include "convert/convert_kernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -57,6 +58,45 @@ void quantize_to_fp8(DType t, const uint8_t* src, int64_t rows, int64_t cols, ui
       to_f32(t, in, buf.data(), static_cast<size_t>(r * cols));
       quantize_fp8_stripe(buf.data(), r, cols, cols, dst + r0 * cols, scale_inv + s * sc);
       if (release) release(in, static_cast<size_t>(r * cols) * es);
+    }
+  }
+}
+
+void quantize_to_int4(DType t, const uint8_t* src, const float* fp8_scale_inv, int64_t rows, int64_t cols,
+                      int64_t group, uint32_t* packed, uint16_t* scales, const ReleaseFn& release) {
+  const int64_t kp = (cols + 7) / 8, gc = (cols + group - 1) / group, sc = (cols + kFp8Block - 1) / kFp8Block;
+  const size_t es = t == DType::F8_E4M3 ? 1 : dtype_size(t);
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* in = src + static_cast<size_t>(r * cols) * es;
+      if (t == DType::F8_E4M3) {
+        for (int64_t c = 0; c < cols; ++c)
+          row[static_cast<size_t>(c)] = e4m3_to_f32(in[c]) * fp8_scale_inv[(r / kFp8Block) * sc + c / kFp8Block];
+      } else {
+        to_f32(t, in, row.data(), static_cast<size_t>(cols));
+      }
+      uint32_t* out = packed + r * kp;
+      std::fill(out, out + kp, 0u);  // padding columns: nibble 0
+      for (int64_t g = 0; g < gc; ++g) {
+        const int64_t c0 = g * group, c1 = std::min(cols, c0 + group);
+        float amax = 0.0f;
+        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(row[static_cast<size_t>(c)]));
+        const uint16_t sb = f32_to_bf16(amax / 7.5f);
+        scales[r * gc + g] = sb;
+        const float s = bf16_to_f32(sb);
+        for (int64_t c = c0; c < c1; ++c) {
+          const float v = row[static_cast<size_t>(c)];  // a NaN weight becomes 0
+          const float q = s > 0.0f && v == v ? std::clamp(std::nearbyint(v / s), -8.0f, 7.0f) : 0.0f;
+          out[c / 8] |= static_cast<uint32_t>(static_cast<int>(q) + 8) << (4 * (c % 8));
+        }
+      }
+      if (release && (r % 64 == 63 || r == rows - 1)) {
+        const int64_t r0 = r / 64 * 64;
+        release(src + static_cast<size_t>(r0 * cols) * es, static_cast<size_t>((r - r0 + 1) * cols) * es);
+      }
     }
   }
 }

@@ -25,6 +25,14 @@ void dequantize_fp8_to_bf16(const uint8_t* q, const float* scale_inv, int64_t ro
 void quantize_to_fp8(DType t, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst, float* scale_inv,
                      const ReleaseFn& release);
 
+// src [rows, cols] of float type `t` (BF16, F16, F32, or F8_E4M3 with fp8_scale_inv
+// [ceil(rows/128), ceil(cols/128)]) -> compressed-tensors pack-quantized int4: per group of
+// `group` columns scale = bf16(amax / 7.5) into scales [rows, ceil(cols/group)] (BF16),
+// q = clamp(round_half_even(x / scale), -8, 7), stored as q + 8 in bits 4(c%8) of the
+// little-endian int32 c/8 of packed [rows, ceil(cols/8)] (a zero scale gives q = 0).
+void quantize_to_int4(DType t, const uint8_t* src, const float* fp8_scale_inv, int64_t rows, int64_t cols,
+                      int64_t group, uint32_t* packed, uint16_t* scales, const ReleaseFn& release);
+
 // Parallel chunked copy of n bytes.
 void copy_bytes(const uint8_t* src, size_t n, uint8_t* dst, const ReleaseFn& release);
 

@@ -19,6 +19,7 @@ constexpr DTypeInfo kInfo[] = {
     {DType::I16, "I16", 2},   {DType::I32, "I32", 4},   {DType::I64, "I64", 8},
     {DType::F16, "F16", 2},   {DType::BF16, "BF16", 2}, {DType::F32, "F32", 4},
     {DType::F64, "F64", 8},   {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+    {DType::I4, "I4", 0},  // packed; sizes come from WeightView::nbytes
 };
 
 // Minifloat decoder evaluated at compile time, so the tables exist before any static initialiser.
@@ -62,7 +63,7 @@ size_t dtype_size(DType t) { return kInfo[static_cast<int>(t)].size; }
 const char* dtype_name(DType t) { return kInfo[static_cast<int>(t)].name; }
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const auto& i : kInfo)
-    if (name == i.name) return i.t;
+    if (name == i.name && i.t != DType::I4) return i.t;
   return std::nullopt;
 }
 bool dtype_is_float(DType t) {

@@ -13,7 +13,9 @@
 
 namespace dsv3 {
 
-enum class DType : uint8_t { BOOL, U8, I8, I16, I32, I64, F16, BF16, F32, F64, F8_E4M3, F8_E5M2 };
+// I4 is never a file dtype: it marks a WeightView over a compressed-tensors pack-quantized weight
+// (int4 packed into I32 tensors; see WeightView), so parse_dtype does not return it.
+enum class DType : uint8_t { BOOL, U8, I8, I16, I32, I64, F16, BF16, F32, F64, F8_E4M3, F8_E5M2, I4 };
 
 size_t dtype_size(DType t);
 // Name as written in safetensors headers ("BF16", "F8_E4M3", ...).

@@ -87,7 +87,25 @@ struct WeightView {
   // FP8: 1 when the owner has checked (ops::has_nan_codes) that no element is a NaN code, so
   // kernels skip their own per-row check; 0 unknown, -1 has some. Row slices inherit it.
   int8_t nan_state = 0;
+  // I4 (compressed-tensors pack-quantized, symmetric, group strategy): `data` holds
+  // packed_row_bytes() per row, element c stored as c+8 in bits 4(c%8) of little-endian int32 c/8,
+  // i.e. byte c/2, low nibble first; its value is (nibble - 8) * scale, with `group_scale`
+  // [full rows, ceil(cols/group)] in group_scale_dtype (BF16, F16 or F32).
+  const void* group_scale = nullptr;
+  DType group_scale_dtype = DType::BF16;
+  int32_t group = 0;
   int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
+  int64_t packed_row_bytes() const { return (cols + 7) / 8 * 4; }
+  int64_t group_cols() const { return group > 0 ? (cols + group - 1) / group : 0; }
+  // I4: scale of view row r, column c.
+  float group_scale_at(int64_t r, int64_t c) const {
+    const size_t i = static_cast<size_t>((row0 + r) * group_cols() + c / group);
+    switch (group_scale_dtype) {
+      case DType::F32: return static_cast<const float*>(group_scale)[i];
+      case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(group_scale)[i]);
+      default: return bf16_to_f32(static_cast<const uint16_t*>(group_scale)[i]);
+    }
+  }
   // Rows [r0, r0+n) of this view; no data is copied.
   WeightView slice_rows(int64_t r0, int64_t n) const {
     WeightView v = *this;
@@ -95,7 +113,11 @@ struct WeightView {
     v.rows = n;
     return v;
   }
-  size_t nbytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
+  size_t nbytes() const {
+    if (dtype == DType::I4)
+      return static_cast<size_t>(rows * (packed_row_bytes() + group_cols() * static_cast<int64_t>(dtype_size(group_scale_dtype))));
+    return static_cast<size_t>(rows * cols) * dtype_size(dtype);
+  }
 };
 
 }  // namespace dsv3

@@ -39,6 +39,47 @@ void get(const json& j, const char* key, T& out, const std::string& what) {
   }
 }
 
+// compressed-tensors quantization_config (vLLM / llm-compressor): only W4A16 pack-quantized,
+// symmetric int4 with one group size; anything else is named and refused.
+void parse_compressed_tensors(const json& q, QuantizationConfig& out, const std::string& what) {
+  std::string format;
+  get(q, "format", format, what);
+  auto groups = q.find("config_groups");
+  if (groups == q.end() || !groups->is_object() || groups->empty())
+    fail("{}: compressed-tensors quantization_config has no config_groups", what);
+  for (const auto& [gname, g] : groups->items()) {
+    const std::string where = fmt::format("{}: quantization_config.config_groups.{}", what, gname);
+    std::string gformat = format;
+    if (auto f = g.find("format"); f != g.end() && f->is_string()) gformat = f->get<std::string>();
+    if (gformat != "pack-quantized")
+      fail("{}: format '{}' is not supported (only pack-quantized int4)", where, gformat);
+    if (auto a = g.find("input_activations"); a != g.end() && !a->is_null())
+      fail("{}: activation quantization is not supported (only weight-only W4A16)", where);
+    auto w = g.find("weights");
+    if (w == g.end() || !w->is_object()) fail("{}: no weights scheme", where);
+    int64_t bits = 0, group = 0;
+    std::string type, strategy;
+    bool symmetric = false;
+    get(*w, "num_bits", bits, where);
+    get(*w, "type", type, where);
+    get(*w, "strategy", strategy, where);
+    get(*w, "symmetric", symmetric, where);
+    if (bits != 4 || type != "int") fail("{}: {}-bit {} weights are not supported (only 4-bit int)", where, bits, type);
+    if (!symmetric) fail("{}: asymmetric weights (zero points) are not supported (only symmetric)", where);
+    if (strategy != "group") fail("{}: strategy '{}' is not supported (only group)", where, strategy);
+    get(*w, "group_size", group, where);
+    if (group <= 0 || group % 2 != 0) fail("{}: group_size {} must be a positive even number", where, group);
+    if (auto ao = w->find("actorder"); ao != w->end() && ao->is_string() && ao->get<std::string>() == "group")
+      fail("{}: actorder 'group' (weight_g_idx) is not supported", where);
+    if (out.int4_group != 0 && out.int4_group != group)
+      fail("{}: config groups with different group sizes ({} and {}) are not supported", what, out.int4_group, group);
+    out.int4_group = group;
+  }
+  if (auto ig = q.find("ignore"); ig != q.end() && ig->is_array())
+    for (const auto& e : *ig)
+      if (e.is_string()) out.int4_ignore.push_back(e.get<std::string>());
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& what) {
@@ -151,9 +192,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& what) {
     if (!q.is_object()) fail("{}: quantization_config must be an object", what);
     std::string method, fmtname;
     get(q, "quant_method", method, what);
+    if (method == "compressed-tensors") {
+      parse_compressed_tensors(q, c.quantization, what);
+      c.validate(what);
+      return c;
+    }
     get(q, "fmt", fmtname, what);
     get(q, "activation_scheme", c.quantization.activation_scheme, what);
-    if (method != "fp8") fail("{}: unsupported quantization_config.quant_method '{}' (only fp8)", what, method);
+    if (method != "fp8") fail("{}: unsupported quantization_config.quant_method '{}' (fp8 or compressed-tensors)", what, method);
     if (!fmtname.empty() && fmtname != "e4m3") fail("{}: unsupported fp8 format '{}' (only e4m3)", what, fmtname);
     if (auto b = q.find("weight_block_size"); b != q.end()) {
       if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() || (*b)[0] != 128 || (*b)[1] != 128)
@@ -163,6 +209,22 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& what) {
   }
   c.validate(what);
   return c;
+}
+
+std::string compressed_tensors_config_json(int64_t group, const std::vector<std::string>& ignore) {
+  const json weights = {{"num_bits", 4}, {"type", "int"}, {"symmetric", true}, {"strategy", "group"},
+                        {"group_size", group}, {"dynamic", false}, {"actorder", nullptr}, {"observer", "minmax"}};
+  const json q = {
+      {"quant_method", "compressed-tensors"}, {"format", "pack-quantized"}, {"quantization_status", "compressed"},
+      {"config_groups", {{"group_0", {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr},
+                                      {"output_activations", nullptr}, {"format", "pack-quantized"}}}}},
+      {"ignore", ignore}, {"kv_cache_scheme", nullptr}};
+  return q.dump();
+}
+
+std::string QuantizationConfig::name() const {
+  if (int4_group > 0) return fmt::format("int4-group{}", int4_group);
+  return fp8 ? "fp8-e4m3-block128" : "none";
 }
 
 ModelConfig ModelConfig::load(const std::string& path_or_dir) {
@@ -279,7 +341,9 @@ json ModelConfig::to_json() const {
   j["bos_token_id"] = bos_token_id;
   j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
   j["torch_dtype"] = "bfloat16";
-  if (quantization.fp8)
+  if (quantization.int4_group > 0) {
+    j["quantization_config"] = json::parse(compressed_tensors_config_json(quantization.int4_group, quantization.int4_ignore));
+  } else if (quantization.fp8)
     j["quantization_config"] = {{"activation_scheme", quantization.activation_scheme.empty() ? "dynamic" : quantization.activation_scheme},
                                 {"fmt", "e4m3"}, {"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
   return j;

@@ -21,7 +21,16 @@ struct RopeScaling {
 struct QuantizationConfig {
   bool fp8 = false;  // quant_method fp8, fmt e4m3, weight_block_size [128, 128]
   std::string activation_scheme;
+  // quant_method compressed-tensors, format pack-quantized: symmetric int4 weights (W4A16) in
+  // groups of int4_group columns; 0 when absent. Which Linears are INT4 is read per tensor
+  // (`X.weight_packed` instead of `X.weight`); int4_ignore is kept only to write it back.
+  int64_t int4_group = 0;
+  std::vector<std::string> int4_ignore;
+  std::string name() const;  // "fp8-e4m3-block128", "int4-group32", or "none"
 };
+
+// The quantization_config block of a compressed-tensors W4A16 pack-quantized checkpoint.
+std::string compressed_tensors_config_json(int64_t group, const std::vector<std::string>& ignore);
 
 enum class Scoring { kSigmoid, kSoftmax };
 enum class TopkMethod { kNoauxTc, kGreedy, kGroupLimitedGreedy };

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <map>
+#include <cstring>
 #include <set>
 
 #include "core/error.h"
@@ -81,12 +82,64 @@ std::vector<WeightSpec> weight_table(const ModelConfig& cfg) {
   return v;
 }
 
+namespace {
+
+std::string file_of(const TensorRef& r) { return std::filesystem::path(r.file->path()).filename().string(); }
+
+// One compressed-tensors pack-quantized Linear: X.weight_packed I32 [R, ceil(C/8)],
+// X.weight_scale BF16/F16/F32 [R, ceil(C/group)], X.weight_shape I32/I64 = [R, C].
+void validate_int4(const ModelConfig& cfg, const Checkpoint& ck, const WeightSpec& w, std::set<std::string>& expected) {
+  const std::string pname = int4_packed_name(w.name), sname = int4_scale_name(w.name), shname = int4_shape_name(w.name);
+  const TensorRef& p = *ck.find(pname);
+  if (!w.fp8_quantized())
+    fail("{}: '{}' is int4 but only linear projections may be quantised", file_of(p), pname);
+  const int64_t G = cfg.quantization.int4_group;
+  if (G <= 0)
+    fail("{}: '{}' is int4 but config.json has no compressed-tensors quantization_config with a group_size",
+         file_of(p), pname);
+  for (const char* bad : {"_zero_point", "_g_idx"})
+    if (ck.find(w.name + bad))
+      fail("{}: '{}{}' is not supported (only symmetric int4 without activation reordering)", ck.dir(), w.name, bad);
+  const int64_t R = w.shape[0], C = w.shape[1];
+  if (p.info->dtype != DType::I32 || !(p.info->shape == Shape{R, (C + 7) / 8}))
+    fail("{}: '{}' is {} {} but weight {} needs I32 [{}, {}]", file_of(p), pname, dtype_name(p.info->dtype),
+         p.info->shape.str(), w.shape.str(), R, (C + 7) / 8);
+  const TensorRef* s = ck.find(sname);
+  if (!s) fail("{}: int4 tensor '{}' has no '{}'", file_of(p), pname, sname);
+  const DType sd = s->info->dtype;
+  if (sd != DType::BF16 && sd != DType::F16 && sd != DType::F32)
+    fail("{}: '{}' must be BF16, F16 or F32, not {}", file_of(*s), sname, dtype_name(sd));
+  if (!(s->info->shape == Shape{R, (C + G - 1) / G}))
+    fail("{}: '{}' has shape {} but weight {} in groups of {} needs [{}, {}]", file_of(*s), sname,
+         s->info->shape.str(), w.shape.str(), G, R, (C + G - 1) / G);
+  expected.insert(pname);
+  expected.insert(sname);
+  if (const TensorRef* sh = ck.find(shname)) {
+    expected.insert(shname);
+    const TensorInfo& t = *sh->info;
+    int64_t dims[2] = {-1, -1};
+    if (t.shape == Shape{2} && t.dtype == DType::I64) std::memcpy(dims, sh->data(), 16);
+    if (t.shape == Shape{2} && t.dtype == DType::I32) {
+      int32_t d32[2];
+      std::memcpy(d32, sh->data(), 8);
+      dims[0] = d32[0], dims[1] = d32[1];
+    }
+    if (dims[0] != R || dims[1] != C)
+      fail("{}: '{}' does not hold [{}, {}] (the shape the config implies)", file_of(*sh), shname, R, C);
+  }
+}
+
+}  // namespace
+
 void validate_checkpoint(const ModelConfig& cfg, const Checkpoint& ck) {
   std::set<std::string> expected;
-  auto file_of = [](const TensorRef& r) { return std::filesystem::path(r.file->path()).filename().string(); };
   for_each_weight(cfg, [&](const WeightSpec& w) {
     expected.insert(w.name);
     const TensorRef* r = ck.find(w.name);
+    if (!r && ck.find(int4_packed_name(w.name))) {
+      validate_int4(cfg, ck, w, expected);
+      return;
+    }
     if (!r) fail("{}: tensor '{}' is missing from the checkpoint", ck.dir(), w.name);
     const TensorInfo& t = *r->info;
     if (!(t.shape == w.shape))

@@ -33,6 +33,10 @@ struct WeightSpec {
   bool fp8_quantized() const { return kind == WeightKind::kLinear; }
 };
 
+// compressed-tensors pack-quantized names of weight `name` ("X.weight" -> "X.weight_packed" ...).
+inline std::string int4_packed_name(const std::string& name) { return name + "_packed"; }
+inline std::string int4_scale_name(const std::string& name) { return name + "_scale"; }
+inline std::string int4_shape_name(const std::string& name) { return name + "_shape"; }
 // Name of the FP8 scale tensor of weight `name`.
 inline std::string scale_inv_name(const std::string& name) { return name + "_scale_inv"; }
 // Shape of the FP8 scale of a [rows, cols] weight: [ceil(rows/128), ceil(cols/128)].

@@ -4,15 +4,29 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "model/weight_table.h"
 
 namespace dsv3 {
 
 namespace {
 
-WeightView view_of(const Checkpoint& ck, const WeightSpec& w) {
+WeightView view_of(const Checkpoint& ck, const WeightSpec& w, int64_t int4_group) {
   const TensorRef* r = ck.find(w.name);
-  if (!r) fail("{}: tensor '{}' missing", ck.dir(), w.name);
   WeightView v;
+  if (!r) {
+    // compressed-tensors pack-quantized (validate_checkpoint checked the shapes and dtypes).
+    const TensorRef* p = ck.find(int4_packed_name(w.name));
+    const TensorRef* s = ck.find(int4_scale_name(w.name));
+    if (!p || !s) fail("{}: tensor '{}' missing", ck.dir(), w.name);
+    v.data = p->data();
+    v.dtype = DType::I4;
+    v.rows = w.shape[0];
+    v.cols = w.shape[1];
+    v.group = static_cast<int32_t>(int4_group);
+    v.group_scale = s->data();
+    v.group_scale_dtype = s->info->dtype;
+    return v;
+  }
   v.data = r->data();
   v.dtype = r->info->dtype;
   v.rows = w.shape[0];
@@ -34,7 +48,7 @@ std::string local_name(const std::string& name, int layer) {
 }  // namespace
 
 ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ck) {
-  return bind_weights(cfg, [&](const WeightSpec& w) { return view_of(ck, w); }, ck.dir());
+  return bind_weights(cfg, [&](const WeightSpec& w) { return view_of(ck, w, cfg.quantization.int4_group); }, ck.dir());
 }
 
 ModelWeights bind_weights(const ModelConfig& cfg, const std::function<WeightView(const WeightSpec&)>& view,

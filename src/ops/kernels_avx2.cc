@@ -2,6 +2,8 @@
 // is only called after a run-time CPU check (ops.cc).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "ops/kernels_impl.h"
 
 namespace dsv3::ops::detail {
@@ -53,6 +55,21 @@ struct Avx2 {
   static V load_e4m3_x2m8(const uint8_t* p) {
     const __m128i s = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(s, 7), _mm_set1_epi16(static_cast<short>(0xBF80))));
+  }
+  // 4 bytes of packed int4 -> 8 floats (nibble - 8), as the AVX-512 version.
+  static V load_i4(const uint8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    const __m128i b = _mm_cvtsi32_si128(v);
+    const __m256i d = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b, b));
+    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(d, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)), _mm256_set1_epi32(15));
+    return _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(nib, _mm256_set1_epi32(0x4B000000))), _mm256_set1_ps(8388616.0f));
+  }
+  // 8 bytes of packed int4 -> even / odd columns' nibbles, as the AVX-512 version.
+  static void load_i4_split(const uint8_t* p, V& lo, V& hi) {
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)));
+    hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
   }
   using B = __m256i;  // NaN-code scan, as in the AVX-512 version
   static constexpr int kScanBytes = 32;

@@ -33,6 +33,7 @@ void gemm_bf16_tv(const float* x, int64_t n, int64_t ldx, const WeightView& w, f
     case DType::BF16: return gemm<I, DType::BF16, TV, true>(x, n, ldx, w, y, ldy, accumulate);
     case DType::F16: return gemm<I, DType::F16, TV, true>(x, n, ldx, w, y, ldy, accumulate);
     case DType::F8_E4M3: return gemm<I, DType::F8_E4M3, TV, true>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::I4: return gemm<I, DType::I4, TV, true>(x, n, ldx, w, y, ldy, accumulate);
     default: return;  // rejected by the public entry point
   }
 }

@@ -7,7 +7,7 @@
 // kBf16Gemm (whether the BF16 prefill GEMM of kernels_avx512bf16.cc may serve it), zero,
 // set1, loadu, storeu, fma(a,b,c)=a*b+c, add, sub, mul, div, max, hsum, hmax, exp, load_bf16,
 // load_f16, load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both
-// leave NaN codes finite), and the NaN-code scan: B, kScanBytes, scan_zero, scan(m, bytes),
+// leave NaN codes finite), load_i4 (W/2 bytes of packed int4, low nibble first, as nibble - 8), and the NaN-code scan: B, kScanBytes, scan_zero, scan(m, bytes),
 // scan_found(m). The BF16 GEMM's level also provides Vi, loadu_i, set1_i, dpbf16 (vdpbf16ps) and
 // to_bf16_pairs (floats [2 n] to n BF16 pairs, rounded like bf16_pair).
 #pragma once
@@ -15,6 +15,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <type_traits>
@@ -38,6 +39,7 @@ inline float elem(const void* row, int64_t j) {
   if constexpr (DT == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(row)[j]);
   if constexpr (DT == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(row)[j]);
   if constexpr (DT == DType::F8_E4M3) return kE4M3ToF32[static_cast<const uint8_t*>(row)[j]];
+  if constexpr (DT == DType::I4) return static_cast<float>(((static_cast<const uint8_t*>(row)[j >> 1] >> ((j & 1) * 4)) & 15) - 8);
 }
 
 // load_w returns FP8 values times 2^-8 (see load_e4m3_x2m8); the 2^8 is folded into the block
@@ -51,6 +53,7 @@ inline typename I::V load_w(const void* row, int64_t j) {
   if constexpr (DT == DType::BF16) return I::load_bf16(static_cast<const uint16_t*>(row) + j);
   if constexpr (DT == DType::F16) return I::load_f16(static_cast<const uint16_t*>(row) + j);
   if constexpr (DT == DType::F8_E4M3) return I::load_e4m3_x2m8(static_cast<const uint8_t*>(row) + j);
+  if constexpr (DT == DType::I4) return I::load_i4(static_cast<const uint8_t*>(row) + (j >> 1));  // j even
 }
 
 // Any E4M3 NaN code (low 7 bits all set) among n bytes. The fast conversion maps NaN codes to
@@ -65,10 +68,16 @@ inline bool has_e4m3_nan(const uint8_t* p, int64_t n) {
   return nan;
 }
 
+// Bytes before column c of a row (c even for I4).
+template <DType DT>
+constexpr int64_t col_bytes(int64_t c) {
+  return DT == DType::I4 ? c / 2 : c * (DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2);
+}
+
 template <DType DT>
 inline const void* row_ptr(const WeightView& w, int64_t r) {
-  constexpr size_t kSize = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
-  return static_cast<const char*>(w.data) + static_cast<size_t>((w.row0 + r) * w.cols) * kSize;
+  const int64_t stride = DT == DType::I4 ? w.packed_row_bytes() : col_bytes<DT>(w.cols);
+  return static_cast<const char*>(w.data) + static_cast<size_t>((w.row0 + r) * stride);
 }
 
 // Block scale of view row r, column c (FP8 only).
@@ -97,6 +106,16 @@ void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float*
     const uint8_t* bytes = static_cast<const uint8_t*>(row) + c0;
     if (w.nan_state != 1 && has_e4m3_nan<I>(bytes, len))  // rare: the bit trick maps NaN codes to numbers
       for (j = 0; j < len; ++j) out[j] = kE4M3ToF32[bytes[j]] * s;
+  } else if constexpr (DT == DType::I4) {
+    // [c0, c0+len) may span several groups; each segment is scaled by its group's scale.
+    while (j < len) {
+      const int64_t c = c0 + j, gend = min64((c / w.group + 1) * w.group, c0 + len) - c0;
+      const float s = w.group_scale_at(r, c);
+      const V sv = I::set1(s);
+      if ((c & 1) == 0)
+        for (; j + I::W <= gend; j += I::W) I::storeu(out + j, I::mul(load_w<I, DT>(row, c0 + j), sv));
+      for (; j < gend; ++j) out[j] = elem<DT>(row, c0 + j) * s;
+    }
   } else {
     for (; j + I::W <= len; j += I::W) I::storeu(out + j, load_w<I, DT>(row, c0 + j));
     for (; j < len; ++j) out[j] = elem<DT>(row, c0 + j);
@@ -116,6 +135,10 @@ struct GemvJob {
   MatmulJob m;           // x already scaled by 2^k for FP8
   float vec_unit = 1;    // FP8: 2^(120-k), for sums of x2m120 products
   float tail_unit = 1;   // FP8: 2^-k, for the scalar tail's exact products
+  // I4 fast path (see gemv_block_i4): x with each 2W-column chunk split into its even and odd
+  // columns [n, K], and per group the sum of x over the chunked columns [n, group_cols].
+  const float* xq = nullptr;
+  const float* gsum = nullptr;
 };
 
 template <class I, DType DT>
@@ -139,14 +162,14 @@ template <class I, DType DT, int NR, int NT>
 void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   using V = typename I::V;
   constexpr int W = I::W;
-  constexpr bool kFp8 = DT == DType::F8_E4M3;
-  constexpr int64_t kElemBytes = DT == DType::F32 ? 4 : kFp8 ? 1 : 2;
+  constexpr bool kFp8 = DT == DType::F8_E4M3, kI4 = DT == DType::I4;
   const WeightView& w = j.m.w;
   const int64_t K = w.cols, ldx = j.m.ldx, ldy = j.m.ldy;
   const float* x = j.m.x + t0 * ldx;
-  const int64_t blk = kFp8Block;  // FP8 scale block; for other dtypes just the prefetch step
-  const int64_t ahead = NR * K * kElemBytes;
+  // Columns per scale: FP8 128x128 blocks, I4 groups; for other dtypes just the prefetch step.
+  const int64_t blk = kI4 ? w.group : kFp8Block;
   const char* end = static_cast<const char*>(row_ptr<DT>(w, w.rows));  // this view's last row + 1
+  const int64_t ahead = NR * (static_cast<const char*>(row_ptr<DT>(w, 1)) - static_cast<const char*>(row_ptr<DT>(w, 0)));
   const void* row[NR];
   for (int i = 0; i < NR; ++i) row[i] = row_ptr<DT>(w, r + i);
   V tot[NR][NT];
@@ -155,12 +178,15 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
     for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
   for (int64_t k0 = 0; k0 < K; k0 += blk) {
     const int64_t kend = min64(k0 + blk, K);
-    for (int i = 0; i < NR; ++i)
-      for (int64_t b = k0 * kElemBytes; b < kend * kElemBytes; b += 64) {
-        const char* p = static_cast<const char*>(row[i]) + b;
+    // Each 64-byte line once: the lines that start inside this block's bytes.
+    for (int i = 0; i < NR; ++i) {
+      const char* rb = static_cast<const char*>(row[i]);
+      const uintptr_t a0 = reinterpret_cast<uintptr_t>(rb + col_bytes<DT>(k0));
+      for (const char* p = rb + col_bytes<DT>(k0) + ((64 - a0 % 64) % 64); p < rb + col_bytes<DT>(kend); p += 64) {
         __builtin_prefetch(p + ahead);  // into L1, for the next row group
         if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);  // into L2
       }
+    }
     V acc[NR][NT];
     float tail[NR][NT];
     for (int i = 0; i < NR; ++i)
@@ -191,6 +217,10 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
         const V sv = I::set1(s * j.vec_unit);
         // (tail * s) * 2^-k: s * 2^-k alone could be subnormal.
         for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s * j.tail_unit;
+      } else if constexpr (kI4) {
+        const float s = w.group_scale_at(r + i, k0);
+        const V sv = I::set1(s);
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s;
       } else {
         for (int t = 0; t < NT; ++t) tot[i][t] = I::add(tot[i][t], acc[i][t]), ttot[i][t] += tail[i][t];
       }
@@ -205,10 +235,94 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
     }
 }
 
+// I4 decode: 16 bytes (AVX-512; 8 on AVX2) hold 2W columns; widening each byte to a 32-bit lane
+// and masking / shifting gives the even columns' nibbles in one vector and the odd columns' in
+// another, so x comes pre-split (GemvJob::xq) and each nibble n is used as n, not n - 8:
+// sum (n - 8) x = sum n x - 8 sum x, with sum x per group precomputed (GemvJob::gsum). Per 2W
+// weights: one widening load, and, shift, two int->float conversions, 2 FMAs per token (the
+// generic path needed twice that). Groups must be multiples of 2W columns; columns past the
+// last whole chunk (K % 2W) take the exact scalar tail.
+template <class I, int NR, int NT>
+void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
+  using V = typename I::V;
+  constexpr int W = I::W, C2 = 2 * W;
+  const WeightView& w = j.m.w;
+  const int64_t K = w.cols, G = w.group, gc = w.group_cols(), Kv = K / C2 * C2, ldx = j.m.ldx, ldy = j.m.ldy;
+  const int64_t rb = w.packed_row_bytes();
+  const float* x = j.m.x + t0 * ldx;
+  const float* xq = j.xq + t0 * K;
+  const float* gs = j.gsum + t0 * gc;
+  const char* end = static_cast<const char*>(row_ptr<DType::I4>(w, w.rows));
+  const uint8_t* row[NR];
+  for (int i = 0; i < NR; ++i) row[i] = static_cast<const uint8_t*>(row_ptr<DType::I4>(w, r + i));
+  V tot[NR][NT];
+  float ttot[NR][NT];
+  for (int i = 0; i < NR; ++i)
+    for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
+  // Scales of the NR rows: [gc] each, read as BF16 / F16 / F32 (one predictable branch a group).
+  const size_t ssize = dtype_size(w.group_scale_dtype);
+  const uint8_t* srow[NR];
+  for (int i = 0; i < NR; ++i)
+    srow[i] = static_cast<const uint8_t*>(w.group_scale) + static_cast<size_t>((w.row0 + r + i) * gc) * ssize;
+  const DType sdt = w.group_scale_dtype;
+  for (int64_t g = 0; g < gc; ++g) {
+    const int64_t c0 = g * G, c1 = min64(c0 + G, K), cv = min64(c1, Kv);
+    // One prefetch per 64 bytes of each row (offsets from the row start; rows need not be aligned).
+    for (int64_t b = (c0 / 2 + 63) & ~int64_t{63}; b < (c1 + 1) / 2; b += 64)
+      for (int i = 0; i < NR; ++i) {
+        const char* p = reinterpret_cast<const char*>(row[i]) + b;
+        __builtin_prefetch(p + NR * rb);
+        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);
+      }
+    V acc[NR][NT];
+    float tail[NR][NT];
+    for (int i = 0; i < NR; ++i)
+      for (int t = 0; t < NT; ++t) acc[i][t] = I::zero(), tail[i][t] = 0;
+    int64_t c = c0;
+    for (; c + C2 <= cv; c += C2) {
+      V xe[NT], xo[NT];
+      for (int t = 0; t < NT; ++t) {
+        xe[t] = I::loadu(xq + t * K + c);
+        xo[t] = I::loadu(xq + t * K + c + W);
+      }
+      for (int i = 0; i < NR; ++i) {
+        V lo, hi;
+        I::load_i4_split(row[i] + c / 2, lo, hi);
+        for (int t = 0; t < NT; ++t) acc[i][t] = I::fma(hi, xo[t], I::fma(lo, xe[t], acc[i][t]));
+      }
+    }
+    for (; c < c1; ++c)
+      for (int i = 0; i < NR; ++i) {
+        const float wv = elem<DType::I4>(row[i], c);
+        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
+      }
+    for (int i = 0; i < NR; ++i) {
+      uint16_t h;
+      std::memcpy(&h, srow[i] + g * static_cast<int64_t>(ssize), 2);
+      float s;
+      if (sdt == DType::BF16) s = bf16_to_f32(h);
+      else if (sdt == DType::F16) s = f16_to_f32(h);
+      else std::memcpy(&s, srow[i] + g * 4, 4);
+      const V sv = I::set1(s);
+      for (int t = 0; t < NT; ++t)
+        tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += (tail[i][t] - 8.0f * gs[t * gc + g]) * s;
+    }
+  }
+  for (int i = 0; i < NR; ++i)
+    for (int t = 0; t < NT; ++t) {
+      const float v = I::hsum(tot[i][t]) + ttot[i][t];
+      float& out = j.m.y[(t0 + t) * ldy + r + i];
+      out = j.m.accumulate ? out + v : v;
+    }
+}
+
 // One token group of NT tokens; more than 12 row-token pairs would run out of registers
 // (NR*NT block + NR*NT total + NT x vectors), so such groups go one row at a time.
 template <class I, DType DT, int NR, int NT>
 void gemv_group(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
+  if constexpr (DT == DType::I4 && !(NR > 1 && NR * NT > 12)) {
+    if (j.xq) return gemv_block_i4<I, NR, NT>(j, t0, r);
+  }
   if constexpr (NR > 1 && NR * NT > 12) {
     for (int i = 0; i < NR; ++i) gemv_block<I, DT, 1, NT>(j, t0, r + i, nan_row + i);
   } else {
@@ -259,6 +373,7 @@ void gemv_range(const GemvJob& j, int64_t r0, int64_t r1) {
     case DType::BF16: return gemv_range<I, DType::BF16>(j, r0, r1);
     case DType::F16: return gemv_range<I, DType::F16>(j, r0, r1);
     case DType::F8_E4M3: return gemv_range<I, DType::F8_E4M3>(j, r0, r1);
+    case DType::I4: return gemv_range<I, DType::I4>(j, r0, r1);
     default: return;  // rejected by the public entry point
   }
 }
@@ -271,9 +386,35 @@ constexpr int64_t kGemvTaskBytes = 64 << 10;
 // just below 2^110: the scalar tail's sums of e4m3 * x 2^k stay below FLT_MAX, while a
 // vector product underflows only where |w x| < max|x| * 2^-116, far below fp32 resolution of
 // the sum. (k stays in [-6, 126] so that 2^k and 2^(120-k) are floats.)
+// Floats of prepare_gemv's scratch for job m.
+inline int64_t gemv_scratch(const MatmulJob& m, int W) {
+  if (m.w.dtype == DType::F8_E4M3) return m.n * m.w.cols;
+  if (m.w.dtype == DType::I4 && m.w.group % (2 * W) == 0) return m.n * (m.w.cols + m.w.group_cols());
+  return 0;
+}
+
 template <class I>
 GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
   GemvJob j{m};
+  if (m.w.dtype == DType::I4 && gemv_scratch(m, I::W) > 0) {  // see gemv_block_i4
+    constexpr int W = I::W;
+    const int64_t K = m.w.cols, G = m.w.group, gc = m.w.group_cols(), Kv = K / (2 * W) * (2 * W);
+    float* gsum = xs + m.n * K;
+    for (int64_t t = 0; t < m.n; ++t) {
+      const float* xr = m.x + t * m.ldx;
+      float* q = xs + t * K;
+      for (int64_t c = 0; c < Kv; c += 2 * W)
+        for (int i = 0; i < W; ++i) q[c + i] = xr[c + 2 * i], q[c + W + i] = xr[c + 2 * i + 1];
+      for (int64_t g = 0; g < gc; ++g) {
+        float sum = 0;
+        for (int64_t c = g * G; c < min64((g + 1) * G, Kv); ++c) sum += xr[c];
+        gsum[t * gc + g] = sum;
+      }
+    }
+    j.xq = xs;
+    j.gsum = gsum;
+    return j;
+  }
   if (m.w.dtype != DType::F8_E4M3) return j;
   using V = typename I::V;
   const int64_t K = m.w.cols;
@@ -319,14 +460,14 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   prepared.clear();
   int64_t work = 0, xs_size = 0;
   for (const MatmulJob& m : jobs)
-    if (m.w.dtype == DType::F8_E4M3 && m.n > 0 && m.n <= kGemvMaxTokens) xs_size += m.n * m.w.cols;
+    if (m.n > 0 && m.n <= kGemvMaxTokens) xs_size += gemv_scratch(m, I::W);
   if (static_cast<int64_t>(xs.size()) < xs_size) xs.resize(static_cast<size_t>(xs_size));
   float* xp = xs.data();
   for (const MatmulJob& m : jobs) {
     if (m.n <= 0 || m.n > kGemvMaxTokens || m.w.rows <= 0) continue;
     prepared.push_back(prepare_gemv<I>(m, xp));
-    if (m.w.dtype == DType::F8_E4M3) xp += m.n * m.w.cols;
-    const int64_t row_bytes = max64(1, m.w.cols * static_cast<int64_t>(dtype_size(m.w.dtype)));
+    xp += gemv_scratch(m, I::W);
+    const int64_t row_bytes = max64(1, m.w.dtype == DType::I4 ? m.w.packed_row_bytes() : m.w.cols * static_cast<int64_t>(dtype_size(m.w.dtype)));
     const int64_t step = (max64(1, kGemvTaskBytes / row_bytes) + 1) / 2 * 2;  // whole row pairs
     const int64_t ji = static_cast<int64_t>(prepared.size()) - 1;
     for (int64_t r = 0; r < m.w.rows; r += step) tasks.push_back({ji, r, min64(r + step, m.w.rows)});
@@ -505,6 +646,7 @@ void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* 
     case DType::BF16: return matmul_dt<I, DType::BF16>(x, n, ldx, w, y, ldy, accumulate);
     case DType::F16: return matmul_dt<I, DType::F16>(x, n, ldx, w, y, ldy, accumulate);
     case DType::F8_E4M3: return matmul_dt<I, DType::F8_E4M3>(x, n, ldx, w, y, ldy, accumulate);
+    case DType::I4: return matmul_dt<I, DType::I4>(x, n, ldx, w, y, ldy, accumulate);
     default: return;  // rejected by the public entry point
   }
 }
@@ -569,7 +711,8 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
   constexpr int64_t CW = kTVecs * I::W;
   constexpr int G = I::kTTokens;  // tokens per register pass
   static_assert(G >= 1 && G <= 3);
-  const bool regs_ok = DT != DType::F8_E4M3 || w.nan_state == 1;
+  // I4 always dequantises rows (its group scales would need a scale per group in the registers).
+  const bool regs_ok = DT != DType::I4 && (DT != DType::F8_E4M3 || w.nan_state == 1);
   const int64_t chunks = (w.cols + CW - 1) / CW;
   const int nt = threads_for(w.rows * w.cols * n);
   parallel_for(nt, chunks, [&](int64_t ch) {
@@ -606,6 +749,7 @@ void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float
     case DType::BF16: return matmul_t_dt<I, DType::BF16>(x, n, ldx, w, y, ldy);
     case DType::F16: return matmul_t_dt<I, DType::F16>(x, n, ldx, w, y, ldy);
     case DType::F8_E4M3: return matmul_t_dt<I, DType::F8_E4M3>(x, n, ldx, w, y, ldy);
+    case DType::I4: return matmul_t_dt<I, DType::I4>(x, n, ldx, w, y, ldy);
     default: return;
   }
 }

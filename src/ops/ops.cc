@@ -59,7 +59,11 @@ void check_weight(const char* op, const WeightView& w) {
     case DType::F8_E4M3:
       DSV3_CHECK(w.scale_inv != nullptr, "{}: F8_E4M3 weight [{}, {}] has no scale_inv", op, w.rows, w.cols);
       return;
-    default: fail("{}: weight dtype {} is not supported (F32, BF16, F16, F8_E4M3)", op, dtype_name(w.dtype));
+    case DType::I4:
+      DSV3_CHECK(w.group_scale != nullptr && w.group > 0 && w.group % 2 == 0,
+                 "{}: I4 weight [{}, {}] needs group scales and an even group size (got {})", op, w.rows, w.cols, w.group);
+      return;
+    default: fail("{}: weight dtype {} is not supported (F32, BF16, F16, F8_E4M3, I4)", op, dtype_name(w.dtype));
   }
 }
 

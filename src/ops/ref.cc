@@ -24,6 +24,10 @@ float weight_at(const WeightView& w, int64_t r, int64_t c) {
       const float s = w.scale_inv[(row / kFp8Block) * w.scale_cols() + c / kFp8Block];
       return e4m3_to_f32(static_cast<const uint8_t*>(w.data)[i]) * s;
     }
+    case DType::I4: {
+      const uint8_t b = static_cast<const uint8_t*>(w.data)[static_cast<size_t>(row * w.packed_row_bytes() + c / 2)];
+      return static_cast<float>(((b >> ((c & 1) * 4)) & 15) - 8) * w.group_scale_at(r, c);
+    }
     default: fail("weight dtype {} is not supported by the ops", dtype_name(w.dtype));
   }
 }

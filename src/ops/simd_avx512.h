@@ -53,6 +53,21 @@ struct Avx512 {
     const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(s, 7), _mm256_set1_epi16(static_cast<short>(0xBF80))));
   }
+  // 8 bytes of packed int4 -> 16 floats (nibble - 8), low nibble first: each byte doubled into
+  // two 32-bit lanes, shifted by 0 or 4 and masked, ORed into the mantissa of 2^23, minus 2^23 + 8.
+  static V load_i4(const uint8_t* p) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b));
+    const __m512i sh = _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+    const __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(d, sh), _mm512_set1_epi32(15));
+    return _mm512_sub_ps(_mm512_castsi512_ps(_mm512_or_si512(nib, _mm512_set1_epi32(0x4B000000))), _mm512_set1_ps(8388616.0f));
+  }
+  // 16 bytes of packed int4 -> the even columns' nibbles (lo) and the odd columns' (hi), 0..15.
+  static void load_i4_split(const uint8_t* p, V& lo, V& hi) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+  }
   // NaN-code scan over 64 bytes at a time (see has_e4m3_nan in kernels_impl.h): the running
   // unsigned max of (byte | 0x80) reaches 0xFF exactly when some byte's low 7 bits are all set.
   using B = __m512i;
