@@ -21,6 +21,7 @@ struct CompareOpts {
   ModelArgs model;
   std::string base;
   std::vector<std::string> files;
+  std::string ids;  // --prompt-ids: token ids instead of text
   int64_t window = 512, max_tokens = 8192;
   bool json = false;
 };
@@ -36,8 +37,15 @@ std::string read_all(const std::string& path) {
 int run_compare(const CompareOpts& o) {
   if (o.window < 2) fail("--window must be at least 2 (got {})", o.window);
   if (o.max_tokens < 2) fail("--max-tokens must be at least 2 (got {})", o.max_tokens);
-  if (!Tokenizer::available(o.model.dir)) fail("{}: compare needs tokenizer.json", o.model.dir);
-  const auto tok = Tokenizer::load(o.model.dir);
+  if (o.files.empty() == o.ids.empty()) fail("give text FILES or --prompt-ids (one of them)");
+  std::vector<std::vector<int32_t>> texts;
+  if (!o.ids.empty()) {
+    texts.push_back(parse_ids(o.ids));
+  } else {
+    if (!Tokenizer::available(o.model.dir)) fail("{}: compare needs tokenizer.json (or --prompt-ids)", o.model.dir);
+    const auto tok = Tokenizer::load(o.model.dir);
+    for (const std::string& path : o.files) texts.push_back(tok->encode(read_all(path), false));
+  }
   ModelArgs base_args = o.model;
   base_args.dir = o.base;
   auto model = load_model(o.model);
@@ -53,8 +61,7 @@ int run_compare(const CompareOpts& o) {
   int64_t positions = 0, agree = 0;
   std::vector<float> lm, lb;
   ForwardOutput om, ob;
-  for (const std::string& path : o.files) {
-    const std::vector<int32_t> ids = tok->encode(read_all(path), false);
+  for (const std::vector<int32_t>& ids : texts) {
     for (int64_t s = 0; s + 1 < static_cast<int64_t>(ids.size()) && positions < o.max_tokens; s += window) {
       const int64_t k = std::min<int64_t>(window, static_cast<int64_t>(ids.size()) - s);
       SeqCache cm, cb;
@@ -82,7 +89,7 @@ int run_compare(const CompareOpts& o) {
       }
     }
   }
-  if (positions == 0) fail("compare: the files hold fewer than 2 tokens");
+  if (positions == 0) fail("compare: the text holds fewer than 2 tokens");
   const double n = static_cast<double>(positions);
   if (o.json) {
     nlohmann::ordered_json j;
@@ -110,7 +117,8 @@ const bool registered = register_command(
        auto o = std::make_shared<CompareOpts>();
        add_model_args(app, o->model);
        app.add_option("--base", o->base, "The reference checkpoint directory (same vocabulary)")->required();
-       app.add_option("files", o->files, "UTF-8 text files (tokenised with the model's tokenizer)")->required();
+       app.add_option("files", o->files, "UTF-8 text files (tokenised with the model's tokenizer)");
+       app.add_option("--prompt-ids", o->ids, "Comma-separated token ids instead of text files");
        app.add_option("--window", o->window, "Tokens per forward pass; each window starts a fresh context")
            ->capture_default_str();
        app.add_option("--max-tokens", o->max_tokens, "Stop after this many positions")->capture_default_str();
