@@ -17,11 +17,11 @@ namespace dsv3 {
 
 // Scratch buffers, grown to the largest batch seen and reused (bounded workspace).
 struct Model::Workspace {
-  std::vector<float> x, h, tmp, q, qa, kv, q_lat, o_lat, ov, router, mtp_cat;
+  std::vector<float> x, h, tmp, q, qa, kv, q_lat, qcat, o_lat, ov, router, mtp_cat;
   std::vector<float> eg, eu, ex, ey;    // expert gather / gate / up / down rows
   std::vector<int64_t> pos;             // [n] position of each token
   std::vector<SeqCache*> seq;           // [n] cache of each token
-  std::vector<float> scores;            // [threads, ctx]
+  std::vector<float> scores;            // per thread: scores [8, ctx] + one block's output [8, kv_lora + rope]
 };
 
 namespace {
@@ -428,39 +428,60 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
     ops::matmul_t(q + hd * qk, n, nh * qk, A.kv_b.slice_rows(hd * (nope + vd), nope), q_lat + hd * kvl, nh * kvl);
   });
 
-  // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora]. A BF16
-  // cache is read by the BF16 twins of dot/axpy (fp32 products and sums).
-  float* o_lat = grow(w.o_lat, n * nh * kvl);
-  const bool bf16 = kv_->dtype() == DType::BF16;
-  const size_t es = kv_->elem_bytes();
-  auto kdot = [bf16](const float* a, const uint8_t* b, int64_t len) {
-    return bf16 ? ops::dot_bf16(a, reinterpret_cast<const uint16_t*>(b), len)
-                : ops::dot(a, reinterpret_cast<const float*>(b), len);
+  // Scores over the latent cache, softmax, and the latent-weighted sum [n, nh, kv_lora], as
+  // matmuls over the cache's blocks: a block's 64 latent rows [64, kv_lora + rope] are the
+  // "weights" (F32 or BF16, the cache's dtype) and up to kQ query rows [q_lat | q_rope] of one
+  // sequence the "tokens", so each cached row is read once for all of a step's heads and tokens
+  // of that sequence (decode: the GEMV; prefill: the GEMM). Work items are (sequence, kQ rows).
+  constexpr int64_t kQ = 8, B = KVCache::kBlockSize;
+  float* qcat = grow(w.qcat, n * nh * kvd);  // [n, nh, kv_lora + rope]
+  for (int64_t r = 0; r < n * nh; ++r) {
+    std::copy_n(q_lat + r * kvl, kvl, qcat + r * kvd);
+    std::copy_n(q + r * qk + nope, rd, qcat + r * kvd + kvl);
+  }
+  struct Item {
+    int64_t r0, r1;  // query rows [r0, r1) of qcat: token r / nh, head r % nh
   };
+  std::vector<Item> items;
+  for (int64_t t0 = 0; t0 < n;) {
+    int64_t t1 = t0 + 1;
+    while (t1 < n && w.seq[t1] == w.seq[t0]) ++t1;
+    for (int64_t r = t0 * nh; r < t1 * nh; r += kQ) items.push_back({r, std::min(r + kQ, t1 * nh)});
+    t0 = t1;
+  }
+  float* o_lat = grow(w.o_lat, n * nh * kvl);
   const float scale = static_cast<float>(c.softmax_scale());
   const int nthreads = ops::num_threads();
-  float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * ctx_);
-  ops::parallel_for(nthreads, n * nh, [&](int64_t i) {
-      const int64_t t = i / nh, hd = i % nh;
-      float* sc = scores_all + static_cast<int64_t>(omp_get_thread_num()) * ctx_;
-      const SeqCache* s = w.seq[t];
-      const int64_t P = w.pos[t] + 1;
-      const float* ql = q_lat + (t * nh + hd) * kvl;
-      const float* qp = q + (t * nh + hd) * qk + nope;
-      for (int64_t j = 0; j < P; ++j) {
-        const uint8_t* kvj = kv_->row(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
-        sc[j] = (kdot(ql, kvj, kvl) + kdot(qp, kvj + static_cast<size_t>(kvl) * es, rd)) * scale;
-      }
-      ops::softmax(sc, P);
-      float* o = o_lat + (t * nh + hd) * kvl;
-      std::fill(o, o + kvl, 0.0f);
-      for (int64_t j = 0; j < P; ++j) {
-        const uint8_t* kvj = kv_->row(li, s->blocks[static_cast<size_t>(j / KVCache::kBlockSize)], j % KVCache::kBlockSize);
-        if (bf16)
-          ops::axpy_bf16(sc[j], reinterpret_cast<const uint16_t*>(kvj), o, kvl);
-        else
-          ops::axpy(sc[j], reinterpret_cast<const float*>(kvj), o, kvl);
-      }
+  const int64_t ldsc = (ctx_ + B - 1) / B * B;
+  float* scores_all = grow(w.scores, static_cast<int64_t>(nthreads) * (kQ * ldsc + kQ * kvd));
+  const DType cdt = kv_->dtype();
+  ops::parallel_for(nthreads, static_cast<int64_t>(items.size()), [&](int64_t ii) {
+    const int64_t r0 = items[static_cast<size_t>(ii)].r0, nq = items[static_cast<size_t>(ii)].r1 - r0;
+    float* sc = scores_all + static_cast<int64_t>(omp_get_thread_num()) * (kQ * ldsc + kQ * kvd);  // [kQ, ldsc]
+    float* part = sc + kQ * ldsc;                                                                    // [kQ, kvd]
+    const SeqCache* s = w.seq[r0 / nh];
+    const int64_t P = w.pos[(r0 + nq - 1) / nh] + 1;  // the last row's token sees the most
+    auto block = [&](int64_t b) {
+      WeightView v;
+      v.data = kv_->row(li, s->blocks[static_cast<size_t>(b)], 0);
+      v.dtype = cdt;
+      v.rows = std::min(B, P - b * B);
+      v.cols = kvd;
+      return v;
+    };
+    for (int64_t b = 0; b * B < P; ++b) ops::matmul(qcat + r0 * kvd, nq, kvd, block(b), sc + b * B, ldsc);
+    for (int64_t i = 0; i < nq; ++i) {  // each row's own causal length; later positions weigh 0
+      float* row = sc + i * ldsc;
+      const int64_t Pi = w.pos[(r0 + i) / nh] + 1;
+      for (int64_t j = 0; j < Pi; ++j) row[j] *= scale;
+      ops::softmax(row, Pi);
+      std::fill(row + Pi, row + P, 0.0f);
+    }
+    for (int64_t i = 0; i < nq; ++i) std::fill_n(o_lat + (r0 + i) * kvl, kvl, 0.0f);
+    for (int64_t b = 0; b * B < P; ++b) {
+      ops::matmul_t(sc + b * B, nq, ldsc, block(b), part, kvd);
+      for (int64_t i = 0; i < nq; ++i) ops::add(o_lat + (r0 + i) * kvl, part + i * kvd, kvl);
+    }
   }, true);
   // Up-project with W_uv per head, then o_proj.
   float* ov = grow(w.ov, n * nh * vd);
