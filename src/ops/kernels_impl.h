@@ -11,6 +11,8 @@
 // scan_found(m). The BF16 GEMM's level also provides Vi, loadu_i, set1_i, dpbf16 (vdpbf16ps) and
 // to_bf16_pairs (floats [2 n] to n BF16 pairs, rounded like bf16_pair).
 #pragma once
+#include <omp.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -595,6 +597,17 @@ void gemm(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y,
       const int64_t r0 = tile * RT, rows = min64(RT, R - r0);
       for (int64_t c0 = 0; c0 < K; c0 += kFp8Block) {
         const int64_t L = min64(kFp8Block, K - c0), LS = (L + S - 1) / S;
+        // The tile's next 128 columns (or the next tile's first) are fetched while these are
+        // dequantised and used: the tile's rows are K apart, too many streams for the hardware
+        // prefetcher (the first touch of each weight byte otherwise stalls here).
+        {
+          const bool last = c0 + kFp8Block >= K;
+          const int64_t pr0 = last ? r0 + RT : r0, pc = last ? 0 : c0 + kFp8Block;
+          for (int64_t r = pr0; r < min64(pr0 + RT, R); ++r) {
+            const char* p = static_cast<const char*>(row_ptr<DT>(w, r)) + col_bytes<DT>(pc);
+            for (int64_t b = 0; b < col_bytes<DT>(min64(kFp8Block, K - pc)); b += 64) __builtin_prefetch(p + b);
+          }
+        }
         for (int64_t r = 0; r < rows; ++r) dequant_row<I, DT>(w, r0 + r, c0, L, wf + r * kFp8Block);
         for (int64_t r = rows; r < RT; ++r)
           for (int64_t k = 0; k < L; ++k) wf[r * kFp8Block + k] = 0.0f;
@@ -655,8 +668,26 @@ void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* 
 // one parallel region. Jobs are independent, so the order does not matter.
 template <class I>
 void matmul_batch(std::span<const MatmulJob> jobs) {
+  // GEMM-sized jobs (a prefill's experts): with several, threads take whole jobs, largest first,
+  // each run on its thread (the GEMM's own regions are nested, hence serial): one fork/join for
+  // the lot instead of three per job, and no barrier waits inside small experts' GEMMs.
+  thread_local std::vector<const MatmulJob*> big;
+  big.clear();
+  int64_t work = 0;
   for (const MatmulJob& j : jobs)
-    if (j.n > kGemvMaxTokens) matmul<I>(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
+    if (j.n > kGemvMaxTokens) big.push_back(&j), work += j.n * j.w.rows * j.w.cols;
+  if (big.size() >= 2 && threads_for(work) > 1 && !omp_in_parallel()) {
+    std::vector<const MatmulJob*> order(big.begin(), big.end());
+    std::stable_sort(order.begin(), order.end(), [](const MatmulJob* a, const MatmulJob* b) {
+      return a->n * a->w.rows * a->w.cols > b->n * b->w.rows * b->w.cols;
+    });
+    parallel_for(threads_for(work), static_cast<int64_t>(order.size()), [&](int64_t i) {
+      const MatmulJob& j = *order[static_cast<size_t>(i)];
+      matmul<I>(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
+    }, true);
+  } else {
+    for (const MatmulJob* j : big) matmul<I>(j->x, j->n, j->ldx, j->w, j->y, j->ldy, j->accumulate);
+  }
   gemv_batch<I>(jobs);  // skips the jobs above: it takes only n <= kGemvMaxTokens
 }
 
