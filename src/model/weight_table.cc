@@ -191,7 +191,10 @@ CheckpointStats checkpoint_stats(const Checkpoint& ck) {
     ++s.tensors;
     s.bytes += static_cast<int64_t>(t.nbytes());
     const std::string& n = t.name;
-    if (!(n.size() > 10 && n.compare(n.size() - 10, 10, "_scale_inv") == 0)) s.total_parameters += t.shape.numel();
+    // Scales are not parameters; an int4 weight_packed int32 holds 8 of them.
+    if (n.ends_with(".weight_packed")) s.total_parameters += 8 * t.shape.numel();
+    else if (!n.ends_with("_scale_inv") && !n.ends_with(".weight_scale") && !n.ends_with(".weight_shape"))
+      s.total_parameters += t.shape.numel();
     ++dt[dtype_name(t.dtype)];
   }
   s.dtypes.assign(dt.begin(), dt.end());

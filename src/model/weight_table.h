@@ -63,7 +63,7 @@ ModelFiles open_model_files(const std::string& dir);
 
 // Summary numbers shown by `dsv3 info`.
 struct CheckpointStats {
-  int64_t total_parameters = 0;  // elements of every tensor except *_scale_inv
+  int64_t total_parameters = 0;  // elements of every tensor except scales (int4: 8 per packed int32)
   int64_t tensors = 0;           // every tensor including scales
   int64_t bytes = 0;             // tensor data bytes
   std::vector<std::pair<std::string, int64_t>> dtypes;  // dtype name -> tensor count
