@@ -452,21 +452,6 @@ TEST(Ops, ElementwiseMatchReference) {
       double abs_sum = 0;
       for (int64_t i = 0; i < n; ++i) abs_sum += std::fabs(double(a[i]) * b[i]);
       EXPECT_NEAR(dot(a.data(), b.data(), n), ref::dot(a.data(), b.data(), n), 1e-6 * abs_sum) << simd_name(s);
-
-      // The BF16 twins (a BF16 KV cache): b rounded to BF16, read exactly.
-      std::vector<uint16_t> b16(static_cast<size_t>(n));
-      std::vector<float> bq(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) bq[i] = bf16_to_f32(b16[i] = f32_to_bf16(b[i]));
-      EXPECT_NEAR(dot_bf16(a.data(), b16.data(), n), ref::dot(a.data(), bq.data(), n), 1e-6 * abs_sum) << simd_name(s);
-      EXPECT_EQ(ref::dot_bf16(a.data(), b16.data(), n), ref::dot(a.data(), bq.data(), n));
-      got = a, want = a;
-      axpy_bf16(-1.5f, b16.data(), got.data(), n);
-      axpy(-1.5f, bq.data(), want.data(), n);
-      ASSERT_EQ(got, want) << simd_name(s) << " axpy_bf16";
-      want = a;
-      ref::axpy_bf16(-1.5f, b16.data(), want.data(), n);
-      for (int64_t i = 0; i < n; ++i)
-        ASSERT_NEAR(got[i], want[i], 2e-7 * (std::fabs(a[i]) + std::fabs(1.5f * b[i]))) << simd_name(s) << " axpy_bf16";
     }
 }
 

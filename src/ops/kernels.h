@@ -27,8 +27,6 @@ struct Kernels {
   void (*scale)(float* y, float s, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);
-  float (*dot_bf16)(const float* a, const uint16_t* b, int64_t n);
-  void (*axpy_bf16)(float a, const uint16_t* x, float* y, int64_t n);
   void (*gemm_fp8)(const Fp8Gemm& g);
   void (*round_bf16)(const float* src, float* dst, int64_t n);
   void (*quantize_fp8)(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr, int64_t tc, float* q, float* s);

@@ -691,21 +691,12 @@ void matmul_batch(std::span<const MatmulJob> jobs) {
   gemv_batch<I>(jobs);  // skips the jobs above: it takes only n <= kGemvMaxTokens
 }
 
-// y += a x with x's elements in dtype DT.
-template <class I, DType DT>
-void axpy_w(float a, const void* x, float* y, int64_t n) {
-  const typename I::V av = I::set1(a);
-  int64_t i = 0;
-  for (; i + I::W <= n; i += I::W) I::storeu(y + i, I::fma(av, load_w<I, DT>(x, i), I::loadu(y + i)));
-  for (; i < n; ++i) y[i] += a * elem<DT>(x, i);
-}
 template <class I>
 void axpy(float a, const float* x, float* y, int64_t n) {
-  axpy_w<I, DType::F32>(a, x, y, n);
-}
-template <class I>
-void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
-  axpy_w<I, DType::BF16>(a, x, y, n);
+  const typename I::V av = I::set1(a);
+  int64_t i = 0;
+  for (; i + I::W <= n; i += I::W) I::storeu(y + i, I::fma(av, I::loadu(x + i), I::loadu(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
 }
 
 // y[n, C] = x[n, R] . W: threads own column chunks of kTVecs vectors (128 columns with
@@ -786,26 +777,17 @@ void matmul_t(const float* x, int64_t n, int64_t ldx, const WeightView& w, float
 }
 
 // ---- element-wise ----
-// a . b with b's elements in dtype DT (F32 weights or activations, a BF16 KV cache).
-template <class I, DType DT>
-float dot_w(const float* a, const void* b, int64_t n) {
+template <class I>
+float dot(const float* a, const float* b, int64_t n) {
   using V = typename I::V;
   V acc[4] = {I::zero(), I::zero(), I::zero(), I::zero()};
   int64_t i = 0;
   for (; i + 4 * I::W <= n; i += 4 * I::W)
-    for (int u = 0; u < 4; ++u) acc[u] = I::fma(I::loadu(a + i + u * I::W), load_w<I, DT>(b, i + u * I::W), acc[u]);
-  for (; i + I::W <= n; i += I::W) acc[0] = I::fma(I::loadu(a + i), load_w<I, DT>(b, i), acc[0]);
+    for (int u = 0; u < 4; ++u) acc[u] = I::fma(I::loadu(a + i + u * I::W), I::loadu(b + i + u * I::W), acc[u]);
+  for (; i + I::W <= n; i += I::W) acc[0] = I::fma(I::loadu(a + i), I::loadu(b + i), acc[0]);
   float s = I::hsum(I::add(I::add(acc[0], acc[1]), I::add(acc[2], acc[3])));
-  for (; i < n; ++i) s += a[i] * elem<DT>(b, i);
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
-}
-template <class I>
-float dot(const float* a, const float* b, int64_t n) {
-  return dot_w<I, DType::F32>(a, b, n);
-}
-template <class I>
-float dot_bf16(const float* a, const uint16_t* b, int64_t n) {
-  return dot_w<I, DType::BF16>(a, b, n);
 }
 
 template <class I>
@@ -1022,7 +1004,7 @@ void quantize_fp8(const float* src, int64_t M, int64_t K, int64_t ld, int64_t tr
 template <class I>
 const Kernels& kernels_for() {
   static const Kernels k{&matmul<I>, &matmul_batch<I>, &has_nan_codes<I>, &matmul_t<I>, &rmsnorm<I>, &silu_mul<I>, &softmax<I>,
-                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>,   &dot_bf16<I>, &axpy_bf16<I>, &gemm_fp8<I>, &round_bf16<I>, &quantize_fp8<I>};
+                         &add<I>,    &scale<I>,    &dot<I>,     &axpy<I>,   &gemm_fp8<I>, &round_bf16<I>, &quantize_fp8<I>};
   return k;
 }
 

@@ -23,7 +23,7 @@ std::atomic<bool> g_prefill_bf16{false};
 
 const detail::Kernels& ref_kernels() {
   static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
-                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy,   &ref::dot_bf16, &ref::axpy_bf16, &ref::gemm_fp8, &ref::round_bf16, &ref::quantize_fp8};
+                                 &ref::add,    &ref::scale,    &ref::dot,     &ref::axpy,   &ref::gemm_fp8, &ref::round_bf16, &ref::quantize_fp8};
   return k;
 }
 
@@ -202,8 +202,6 @@ void add(float* y, const float* x, int64_t n) { K().add(y, x, n); }
 void scale(float* y, float s, int64_t n) { K().scale(y, s, n); }
 float dot(const float* a, const float* b, int64_t n) { return K().dot(a, b, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { K().axpy(a, x, y, n); }
-float dot_bf16(const float* a, const uint16_t* b, int64_t n) { return K().dot_bf16(a, b, n); }
-void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) { K().axpy_bf16(a, x, y, n); }
 
 void gemm_fp8(const Fp8Gemm& g) {
   DSV3_CHECK(g.M >= 0 && g.K >= 0 && g.N >= 0 && g.ldc >= g.N, "gemm_fp8: bad shape [{}, {}] x [{}, {}], ldc {}",

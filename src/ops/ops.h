@@ -84,9 +84,6 @@ void add(float* y, const float* x, int64_t n);      // y += x
 void scale(float* y, float s, int64_t n);           // y *= s
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);  // y += a*x
-// The same with b / x in BF16 (the BF16 latent KV cache): products and sums in fp32.
-float dot_bf16(const float* a, const uint16_t* b, int64_t n);
-void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n);
 
 namespace ref {
 void matmul(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,
@@ -101,8 +98,6 @@ void add(float* y, const float* x, int64_t n);
 void scale(float* y, float s, int64_t n);
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);
-float dot_bf16(const float* a, const uint16_t* b, int64_t n);
-void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n);
 // W[row0+r, c] as float32, exactly as the reference dequantises it: e4m3(W) * scale_inv in fp32.
 float weight_at(const WeightView& w, int64_t r, int64_t c);
 }  // namespace ref

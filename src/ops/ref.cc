@@ -139,14 +139,6 @@ float dot(const float* a, const float* b, int64_t n) {
 void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
-float dot_bf16(const float* a, const uint16_t* b, int64_t n) {
-  double acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += double(a[i]) * bf16_to_f32(b[i]);
-  return static_cast<float>(acc);
-}
-void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * bf16_to_f32(x[i]);
-}
 
 // The FP8 recipe's GEMM, one output cell at a time (lowp.h): per 128-block of K the exact
 // products are summed in k order in fp32, then promoted as c = fma(p, sa * sb, c).
