@@ -97,14 +97,17 @@ struct WeightView {
   int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
   int64_t packed_row_bytes() const { return (cols + 7) / 8 * 4; }
   int64_t group_cols() const { return group > 0 ? (cols + group - 1) / group : 0; }
-  // I4: scale of view row r, column c.
-  float group_scale_at(int64_t r, int64_t c) const {
-    const size_t i = static_cast<size_t>((row0 + r) * group_cols() + c / group);
+  // I4: element i of the full group_scale array, as float.
+  float group_scale_value(size_t i) const {
     switch (group_scale_dtype) {
       case DType::F32: return static_cast<const float*>(group_scale)[i];
       case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(group_scale)[i]);
       default: return bf16_to_f32(static_cast<const uint16_t*>(group_scale)[i]);
     }
+  }
+  // I4: scale of view row r, column c.
+  float group_scale_at(int64_t r, int64_t c) const {
+    return group_scale_value(static_cast<size_t>((row0 + r) * group_cols() + c / group));
   }
   // Rows [r0, r0+n) of this view; no data is copied.
   WeightView slice_rows(int64_t r0, int64_t n) const {

@@ -17,7 +17,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <span>
 #include <type_traits>
@@ -160,13 +159,27 @@ inline typename I::V load_gemv_w(const void* row, int64_t j) {
 // the 5.7 GB MoE bench model, 2 threads: +15% decode over the L1 prefetch alone; 16 KB and
 // 512 KB helped less). The far prefetch stops at the end of the matrix, so it never pulls in
 // bytes of tensors this step does not read (other experts).
+// y[t0 + t, r + i] (+)= the lanes of tot[i][t] plus ttot[i][t]; NaN for rows nan_row flags
+// (nullptr: none).
+template <class I, int NR, int NT>
+inline void gemv_store(const GemvJob& j, int64_t t0, int64_t r, const typename I::V (&tot)[NR][NT],
+                       const float (&ttot)[NR][NT], const bool* nan_row) {
+  for (int i = 0; i < NR; ++i)
+    for (int t = 0; t < NT; ++t) {
+      float v = I::hsum(tot[i][t]) + ttot[i][t];
+      if (nan_row && nan_row[i]) v = std::numeric_limits<float>::quiet_NaN();
+      float& out = j.m.y[(t0 + t) * j.m.ldy + r + i];
+      out = j.m.accumulate ? out + v : v;
+    }
+}
+
 template <class I, DType DT, int NR, int NT>
 void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   using V = typename I::V;
   constexpr int W = I::W;
   constexpr bool kFp8 = DT == DType::F8_E4M3, kI4 = DT == DType::I4;
   const WeightView& w = j.m.w;
-  const int64_t K = w.cols, ldx = j.m.ldx, ldy = j.m.ldy;
+  const int64_t K = w.cols, ldx = j.m.ldx;
   const float* x = j.m.x + t0 * ldx;
   // Columns per scale: FP8 128x128 blocks, I4 groups; for other dtypes just the prefetch step.
   const int64_t blk = kI4 ? w.group : kFp8Block;
@@ -228,13 +241,7 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
       }
     }
   }
-  for (int i = 0; i < NR; ++i)
-    for (int t = 0; t < NT; ++t) {
-      float v = I::hsum(tot[i][t]) + ttot[i][t];
-      if (kFp8 && nan_row[i]) v = std::numeric_limits<float>::quiet_NaN();
-      float& out = j.m.y[(t0 + t) * ldy + r + i];
-      out = j.m.accumulate ? out + v : v;
-    }
+  gemv_store<I, NR, NT>(j, t0, r, tot, ttot, kFp8 ? nan_row : nullptr);
 }
 
 // I4 decode: 16 bytes (AVX-512; 8 on AVX2) hold 2W columns; widening each byte to a 32-bit lane
@@ -249,7 +256,7 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
   using V = typename I::V;
   constexpr int W = I::W, C2 = 2 * W;
   const WeightView& w = j.m.w;
-  const int64_t K = w.cols, G = w.group, gc = w.group_cols(), Kv = K / C2 * C2, ldx = j.m.ldx, ldy = j.m.ldy;
+  const int64_t K = w.cols, G = w.group, gc = w.group_cols(), Kv = K / C2 * C2, ldx = j.m.ldx;
   const int64_t rb = w.packed_row_bytes();
   const float* x = j.m.x + t0 * ldx;
   const float* xq = j.xq + t0 * K;
@@ -261,12 +268,9 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
   float ttot[NR][NT];
   for (int i = 0; i < NR; ++i)
     for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
-  // Scales of the NR rows: [gc] each, read as BF16 / F16 / F32 (one predictable branch a group).
-  const size_t ssize = dtype_size(w.group_scale_dtype);
-  const uint8_t* srow[NR];
-  for (int i = 0; i < NR; ++i)
-    srow[i] = static_cast<const uint8_t*>(w.group_scale) + static_cast<size_t>((w.row0 + r + i) * gc) * ssize;
-  const DType sdt = w.group_scale_dtype;
+  // Where the NR rows' scales start in group_scale ([gc] each).
+  size_t srow[NR];
+  for (int i = 0; i < NR; ++i) srow[i] = static_cast<size_t>((w.row0 + r + i) * gc);
   for (int64_t g = 0; g < gc; ++g) {
     const int64_t c0 = g * G, c1 = min64(c0 + G, K), cv = min64(c1, Kv);
     // One prefetch per 64 bytes of each row (offsets from the row start; rows need not be aligned).
@@ -299,23 +303,13 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
         for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
       }
     for (int i = 0; i < NR; ++i) {
-      uint16_t h;
-      std::memcpy(&h, srow[i] + g * static_cast<int64_t>(ssize), 2);
-      float s;
-      if (sdt == DType::BF16) s = bf16_to_f32(h);
-      else if (sdt == DType::F16) s = f16_to_f32(h);
-      else std::memcpy(&s, srow[i] + g * 4, 4);
+      const float s = w.group_scale_value(srow[i] + static_cast<size_t>(g));
       const V sv = I::set1(s);
       for (int t = 0; t < NT; ++t)
         tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += (tail[i][t] - 8.0f * gs[t * gc + g]) * s;
     }
   }
-  for (int i = 0; i < NR; ++i)
-    for (int t = 0; t < NT; ++t) {
-      const float v = I::hsum(tot[i][t]) + ttot[i][t];
-      float& out = j.m.y[(t0 + t) * ldy + r + i];
-      out = j.m.accumulate ? out + v : v;
-    }
+  gemv_store<I, NR, NT>(j, t0, r, tot, ttot, nullptr);
 }
 
 // One token group of NT tokens; more than 12 row-token pairs would run out of registers
@@ -677,12 +671,12 @@ void matmul_batch(std::span<const MatmulJob> jobs) {
   for (const MatmulJob& j : jobs)
     if (j.n > kGemvMaxTokens) big.push_back(&j), work += j.n * j.w.rows * j.w.cols;
   if (big.size() >= 2 && threads_for(work) > 1 && !omp_in_parallel()) {
-    std::vector<const MatmulJob*> order(big.begin(), big.end());
-    std::stable_sort(order.begin(), order.end(), [](const MatmulJob* a, const MatmulJob* b) {
+    std::stable_sort(big.begin(), big.end(), [](const MatmulJob* a, const MatmulJob* b) {
       return a->n * a->w.rows * a->w.cols > b->n * b->w.rows * b->w.cols;
     });
-    parallel_for(threads_for(work), static_cast<int64_t>(order.size()), [&](int64_t i) {
-      const MatmulJob& j = *order[static_cast<size_t>(i)];
+    const MatmulJob* const* order = big.data();  // this thread's list; the workers have their own `big`
+    parallel_for(threads_for(work), static_cast<int64_t>(big.size()), [&](int64_t i) {
+      const MatmulJob& j = *order[i];
       matmul<I>(j.x, j.n, j.ldx, j.w, j.y, j.ldy, j.accumulate);
     }, true);
   } else {
