@@ -3,14 +3,12 @@
 // KL(base || model), top-1 agreement, mean |logprob difference| of the actual next tokens.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/command.h"
 #include "cli/common.h"
 #include "core/error.h"
-#include "core/log.h"
+#include "io/mapped_file.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -26,14 +24,6 @@ struct CompareOpts {
   bool json = false;
 };
 
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 int run_compare(const CompareOpts& o) {
   if (o.window < 2) fail("--window must be at least 2 (got {})", o.window);
   if (o.max_tokens < 2) fail("--max-tokens must be at least 2 (got {})", o.max_tokens);
@@ -44,7 +34,7 @@ int run_compare(const CompareOpts& o) {
   } else {
     if (!Tokenizer::available(o.model.dir)) fail("{}: compare needs tokenizer.json (or --prompt-ids)", o.model.dir);
     const auto tok = Tokenizer::load(o.model.dir);
-    for (const std::string& path : o.files) texts.push_back(tok->encode(read_all(path), false));
+    for (const std::string& path : o.files) texts.push_back(tok->encode(read_text_file(path), false));
   }
   ModelArgs base_args = o.model;
   base_args.dir = o.base;

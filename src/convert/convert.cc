@@ -329,10 +329,11 @@ ConvertResult convert_checkpoint(const std::string& in_dir, const std::string& o
   // Validate the input exactly as `dsv3 info` does before anything is written.
   ModelFiles m = open_model_files(in_dir);
   const Checkpoint& ck = *m.checkpoint;
-  bool has_fp8 = false;
-  for (const auto& r : ck.tensors()) has_fp8 |= r.info->dtype == DType::F8_E4M3;
-  bool has_int4 = false;
-  for (const auto& r : ck.tensors()) has_int4 |= r.info->name.ends_with(".weight_packed");
+  bool has_fp8 = false, has_int4 = false;
+  for (const auto& r : ck.tensors()) {
+    has_fp8 |= r.info->dtype == DType::F8_E4M3;
+    has_int4 |= r.info->name.ends_with(".weight_packed");
+  }
   if (has_int4)
     fail("{}: holds int4 (compressed-tensors pack-quantized) weights; converting them is not supported", in_dir);
   if (opt.to == ConvertTo::kINT4 && opt.group != 32 && opt.group != 64 && opt.group != 128)

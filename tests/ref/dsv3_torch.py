@@ -74,12 +74,17 @@ def read_safetensors(path):
     return out
 
 
+SAFETENSORS_NP = {"F32": "<f4", "BF16": "<u2", "I32": "<i4", "I64": "<i8"}  # BF16 as raw bit patterns
+
+
 def write_safetensors(path, tensors):
-    """Write {name: ndarray} as F32 safetensors (sorted names, 8-byte aligned header)."""
+    """Write {name: ndarray} as safetensors (sorted names, 8-byte aligned header): F32, or any
+    dtype of SAFETENSORS_NP when the value is a (dtype, ndarray) pair."""
     hdr, off, blobs = {}, 0, []
     for name in sorted(tensors):
-        b = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        hdr[name] = {"dtype": "F32", "shape": list(np.shape(tensors[name])), "data_offsets": [off, off + len(b)]}
+        dt, a = tensors[name] if isinstance(tensors[name], tuple) else ("F32", tensors[name])
+        b = np.ascontiguousarray(a, dtype=SAFETENSORS_NP[dt]).tobytes()
+        hdr[name] = {"dtype": dt, "shape": list(np.shape(a)), "data_offsets": [off, off + len(b)]}
         off += len(b)
         blobs.append(b)
     h = json.dumps(hdr, separators=(",", ":")).encode()

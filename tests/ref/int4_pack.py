@@ -20,13 +20,12 @@ import json
 import os
 import re
 import shutil
-import struct
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dsv3_torch import load_dir  # noqa: E402  (float32 tensors, FP8 already scaled)
+from dsv3_torch import load_dir, write_safetensors  # noqa: E402  (float32 tensors, FP8 already scaled)
 
 LINEAR = re.compile(r"model\.layers\.\d+\.(self_attn\.(q_a_proj|q_b_proj|q_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
                     r"|mlp\.(gate_proj|up_proj|down_proj)|mlp\.shared_experts\.(gate|up|down)_proj"
@@ -70,24 +69,6 @@ def pack_to_int32(q):
     for i in range(8):
         packed |= u[:, i::8] << (4 * i)
     return packed.view(np.int32)
-
-
-def write_safetensors(path, tensors):
-    """{name: (dtype, ndarray)} -> one safetensors file (dtypes F32, BF16 bits, I32, I64)."""
-    np_types = {"F32": "<f4", "BF16": "<u2", "I32": "<i4", "I64": "<i8"}
-    hdr, off, blobs = {}, 0, []
-    for name in sorted(tensors):
-        dt, a = tensors[name]
-        b = np.ascontiguousarray(a, dtype=np_types[dt]).tobytes()
-        hdr[name] = {"dtype": dt, "shape": list(np.shape(a)), "data_offsets": [off, off + len(b)]}
-        off += len(b)
-        blobs.append(b)
-    h = json.dumps(hdr, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for b in blobs:
-            f.write(b)
 
 
 def main():
