@@ -150,24 +150,34 @@ int main(int argc, char** argv) {
       ops::set_num_threads(0);
     }
 
-  // A MoE decode step in miniature: one token through many expert-sized FP8 matrices, 12 per
-  // matmul_batch, from memory (192 MB) and from L3 (16 MB).
-  std::printf("\ndecode step: 1 token, FP8 [2048, 2048] matrices, 12 per matmul_batch\n");
-  for (int count : {48, 4}) {
+  // A MoE decode step in miniature, in configs/bench-5gb.json's shapes: per layer one token
+  // through 7 experts (6 routed + 1 shared), their gate and up projections [1024, 2048] in one
+  // matmul_batch, then their down projections [2048, 1024] in another: from memory (8 layers,
+  // 336 MB) and from L3 (1 layer, 42 MB... as far as L3 holds it).
+  std::printf("\ndecode step: 1 token, FP8 experts [1024, 2048] x 14 + [2048, 1024] x 7 per layer\n");
+  for (int layers : {8, 1}) {
     std::vector<Weight> ws;
-    for (int i = 0; i < count; ++i) ws.push_back(make_weight(DType::F8_E4M3, 2048, 2048));
-    std::vector<float> x(2048, 0.5f), y(static_cast<size_t>(count) * 2048);
-    std::vector<ops::MatmulJob> jobs;  // batches of 12: jobs [b, b + 12)
-    for (int m = 0; m < count; ++m) jobs.push_back({x.data(), 1, 2048, ws[m].view, y.data() + m * 2048, 2048});
+    for (int l = 0; l < layers; ++l) {
+      for (int i = 0; i < 14; ++i) ws.push_back(make_weight(DType::F8_E4M3, 1024, 2048));
+      for (int i = 0; i < 7; ++i) ws.push_back(make_weight(DType::F8_E4M3, 2048, 1024));
+    }
+    std::vector<float> x(2048 * 7, 0.5f), y(2048 * 14);
+    std::vector<ops::MatmulJob> up, down;  // per layer: up [14 l, 14 l + 14), down [7 l, 7 l + 7)
+    for (int l = 0; l < layers; ++l) {
+      for (int i = 0; i < 14; ++i) up.push_back({x.data(), 1, 2048, ws[21 * l + i].view, y.data() + i * 1024, 1024});
+      for (int i = 0; i < 7; ++i) down.push_back({x.data() + i * 1024, 1, 1024, ws[21 * l + 14 + i].view, y.data() + i * 2048, 2048});
+    }
     for (int t = 1; t <= std::min(cores, 2); ++t) {
       ops::set_num_threads(t);
       const Timing s = time_best([&] {
-        for (size_t b = 0; b < jobs.size(); b += 12)
-          ops::matmul_batch(std::span(jobs).subspan(b, std::min<size_t>(12, jobs.size() - b)));
+        for (int l = 0; l < layers; ++l) {
+          ops::matmul_batch(std::span(up).subspan(14 * l, 14));
+          ops::matmul_batch(std::span(down).subspan(7 * l, 7));
+        }
       });
-      const double gbs = count * 2048.0 * 2048.0 / s.wall / 1e9;
-      std::printf("  %2d matrices (%3d MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth)\n", count,
-                  count * 4, t, gbs, 100 * gbs / bw[t]);
+      const double gbs = layers * 21 * 1024.0 * 2048.0 / s.wall / 1e9;
+      std::printf("  %d layer(s) (%3d MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth)\n", layers,
+                  layers * 42, t, gbs, 100 * gbs / bw[t]);
     }
     ops::set_num_threads(0);
   }

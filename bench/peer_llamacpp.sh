@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side speed of dsv3 and llama.cpp (node-llama-cpp's prebuilt CPU build) on the same
 # V3-shaped random model at about the same bits (dsv3: FP8 E4M3 + 128x128 scales, llama.cpp: Q8_0),
-# in one run, with the machine's measured memory bandwidth. Not a test: prints a table.
-#   [DSV3_BENCH_ARGS="--prefill bf16"] bench/peer_llamacpp.sh [CONFIG.json] [PREFILL] [DECODE]
+# in one run, with the machine's measured memory bandwidth. Not a test: prints a table per round.
+#   [ROUNDS=2] [DSV3_BENCH_ARGS="--prefill bf16"] bench/peer_llamacpp.sh [CONFIG.json] [PREFILL] [DECODE]
 # Needs: build/bin/dsv3, node + npm (installs node-llama-cpp into /tmp/peers/llamacpp once),
 # ../shared/peers/{hf_to_gguf.py,llamacpp_run.mjs}.
 set -euo pipefail
@@ -26,16 +26,24 @@ fi
 # as a first run does: pages first read through it come as 2 MiB folios (MADV_HUGEPAGE).
 "$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p 2 -n 2 --reps 1 --no-bandwidth > /dev/null
 cat "$WORK/$name-q8_0.gguf" > /dev/null
-# DSV3_BENCH_ARGS: extra dsv3 flags, e.g. "--prefill bf16".
-ours=$("$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p "$P" -n "$N" --reps 3 --json -t "$THREADS" ${DSV3_BENCH_ARGS:-})
-peer=$(cd /tmp/peers/llamacpp && node "$PEERS/llamacpp_run.mjs" bench --model "$WORK/$name-q8_0.gguf" \
-  --threads "$THREADS" --prefill "$P" --decode "$N" --reps 3 --quiet)
-python3 - "$ours" "$peer" <<'PY'
+# DSV3_BENCH_ARGS: extra dsv3 flags, e.g. "--prefill bf16". ROUNDS (default 2): the engines take
+# turns, so that on a shared host a slow minute hits both rather than one.
+rounds=()
+for r in $(seq "${ROUNDS:-2}"); do
+  ours=$("$ROOT/build/bin/dsv3" bench -m "$WORK/$name-fp8" -p "$P" -n "$N" --reps 3 --json -t "$THREADS" ${DSV3_BENCH_ARGS:-})
+  peer=$(cd /tmp/peers/llamacpp && node "$PEERS/llamacpp_run.mjs" bench --model "$WORK/$name-q8_0.gguf" \
+    --threads "$THREADS" --prefill "$P" --decode "$N" --reps 3 --quiet)
+  rounds+=("$ours" "$peer")
+done
+python3 - "${rounds[@]}" <<'PY'
 import json, sys
-o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"{'':22}{'dsv3 (FP8)':>14}{'llama.cpp (Q8_0)':>18}{'ratio':>8}")
-for k in ("prefill_tok_s", "decode_tok_s"):
-    print(f"{k:22}{o[k]:14.2f}{p[k]:18.2f}{o[k] / p[k]:8.2f}")
-print(f"memory read bandwidth {o['memory_read_gb_s']:.1f} GB/s; dsv3 decode reads {o['decode_weight_gb_s']:.1f} GB/s "
-      f"({100 * o['bandwidth_fraction']:.0f}% of it), {o['decode_bytes_per_token'] / 1e6:.0f} MB per token")
+runs = [json.loads(a) for a in sys.argv[1:]]
+for r in range(0, len(runs), 2):
+    o, p = runs[r], runs[r + 1]
+    print(f"round {r // 2 + 1}")
+    print(f"{'':22}{'dsv3 (FP8)':>14}{'llama.cpp (Q8_0)':>18}{'ratio':>8}")
+    for k in ("prefill_tok_s", "decode_tok_s"):
+        print(f"{k:22}{o[k]:14.2f}{p[k]:18.2f}{o[k] / p[k]:8.2f}")
+    print(f"memory read bandwidth {o['memory_read_gb_s']:.1f} GB/s; dsv3 decode reads {o['decode_weight_gb_s']:.1f} GB/s "
+          f"({100 * o['bandwidth_fraction']:.0f}% of it), {o['decode_bytes_per_token'] / 1e6:.0f} MB per token")
 PY

@@ -13,6 +13,7 @@ struct Avx512 {
   using V = __m512;
   static constexpr int W = 16;
   static constexpr int kGemvTokens = 4;  // 2 rows x 4 tokens x (block + total) = 16 zmm; 8 spills
+  static constexpr int kGemvRowsOneToken = 8;  // 8 accumulators + 8 totals + x (see gemv_range)
   static constexpr int kTTokens = 3;  // matmul_t: 3 tokens x 8 accumulators = 24 zmm
   static constexpr int kTileRows = 8;    // micro-kernel 8 rows x 32 tokens = 16 zmm accumulators
   static constexpr int kTileVecs = 2;
