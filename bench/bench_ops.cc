@@ -11,6 +11,7 @@
 #include <ctime>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "ops/ops.h"
@@ -82,6 +83,13 @@ Weight make_weight(DType dt, int64_t rows, int64_t cols) {
       if ((b & 0x7f) == 0x7f) b ^= 1;  // no NaN codes
     }
     w.scale.assign(static_cast<size_t>(((rows + 127) / 128) * ((cols + 127) / 128)), 1e-3f);
+  } else if (dt == DType::I4) {  // random nibbles, group 128, float32 scales
+    w.bytes.resize(static_cast<size_t>(rows * ((cols + 7) / 8) * 4));
+    for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
+    w.scale.assign(static_cast<size_t>(rows * ((cols + 127) / 128)), 1e-3f);
+    w.view.group = 128;
+    w.view.group_scale = w.scale.data();
+    w.view.group_scale_dtype = DType::F32;
   } else {  // BF16: random values around 1e-2
     std::normal_distribution<float> nd(0.f, 0.01f);
     auto* p = reinterpret_cast<uint16_t*>(w.bytes.data());
@@ -119,11 +127,21 @@ int main(int argc, char** argv) {
   const int64_t shapes[][2] = {{2048, 7168}, {7168, 2048}, {18432, 7168}};
   std::printf("\n%-8s %-12s %3s %7s %9s %9s %7s %10s %7s\n", "dtype", "W [R, C]", "n", "threads", "ms", "GB/s",
               "of bw", "cpu GB/s", "of bw");
-  for (DType dt : {DType::F8_E4M3, DType::BF16})
+  // I4 twice where the CPU has AVX512_VNNI: the float GEMV, then the integer one ("I4 vnni").
+  struct Kind {
+    DType dt;
+    bool vnni;
+  };
+  std::vector<Kind> kinds = {{DType::F8_E4M3, false}, {DType::BF16, false}, {DType::I4, false}};
+  if (ops::int4_vnni_supported()) kinds.push_back({DType::I4, true});
+  for (const Kind& kind : kinds)
     for (const auto& sh : shapes) {
       if (quick && sh[0] == 18432) continue;
+      const DType dt = kind.dt;
+      if (ops::int4_vnni_supported()) ops::set_int4_vnni(kind.vnni);
+      const std::string name = std::string(dtype_name(dt)) + (kind.vnni ? " vnni" : "");
       // Enough copies to rotate through that the weights come from memory, not the L3 cache.
-      const size_t bytes = static_cast<size_t>(sh[0] * sh[1]) * dtype_size(dt);
+      const size_t bytes = dt == DType::I4 ? static_cast<size_t>(sh[0] * sh[1] / 2) : static_cast<size_t>(sh[0] * sh[1]) * dtype_size(dt);
       std::vector<Weight> ws;
       for (size_t c = 0; c < std::max<size_t>(1, (size_t{96} << 20) / bytes + 1); ++c)
         ws.push_back(make_weight(dt, sh[0], sh[1]));
@@ -138,7 +156,7 @@ int main(int argc, char** argv) {
             next = (next + 1) % ws.size();
           });
           const double gbs = static_cast<double>(bytes) / s.wall / 1e9;
-          std::printf("%-8s %5lldx%-6lld %3lld %7d %9.3f %9.1f %6.0f%%", dtype_name(dt), (long long)sh[0],
+          std::printf("%-8s %5lldx%-6lld %3lld %7d %9.3f %9.1f %6.0f%%", name.c_str(), (long long)sh[0],
                       (long long)sh[1], (long long)n, t, s.wall * 1e3, gbs, 100 * gbs / bw[t]);
           if (t == 1) {
             const double cgbs = static_cast<double>(bytes) / s.cpu / 1e9;

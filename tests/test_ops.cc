@@ -251,6 +251,41 @@ TEST(Ops, MatmulBatchEqualsSeparateCalls) {
 // The compressed-tensors pack-quantized layout, packed here as its pack_to_int32 documents it
 // (value + 8 in bits 4i of int32 k for column 8k + i, rows padded with zero nibbles to a multiple
 // of 8 columns): every kernel and the reference read back exactly q * scale.
+// The int4 decode GEMV on AVX512_VNNI carries x in three int8 parts per 128 columns (about 21
+// bits of each chunk's largest element): within 1e-5 of the exact reference, visibly not the
+// float path's result (so it ran), and x with a NaN falls back to the float path (NaN out).
+TEST(Ops, I4IntegerGemvMatchesReference) {
+  OpsState keep;
+  if (!simd_supported(Simd::Avx512)) GTEST_SKIP() << "no AVX-512";
+  set_simd_level(Simd::Avx512);
+  if (!int4_vnni_supported()) GTEST_SKIP() << "no AVX512_VNNI";
+  std::mt19937 rng(11);
+  for (int64_t cols : {128, 300, 1024, 2050})
+    for (int64_t n : {1, 2}) {
+      const int64_t rows = 42 + (cols % 2);  // rows + cols even: random_weight picks group 128
+      TestWeight w = random_weight(DType::I4, rows, cols, rng);
+      ASSERT_EQ(w.view.group, 128);
+      auto x = random_vec(static_cast<size_t>(n * cols), rng);
+      x[3] = 60.0f;                                                // an outlier in the first chunk
+      for (int64_t c = 0; c < std::min<int64_t>(cols, 256); ++c)  // and a chunk of zeros after it
+        if (c >= 128) x[static_cast<size_t>(c)] = 0.0f;
+      std::vector<float> vnni(static_cast<size_t>(n * rows)), flt = vnni, want = vnni;
+      set_int4_vnni(true);
+      matmul(x.data(), n, cols, w.view, vnni.data(), rows);
+      set_int4_vnni(false);
+      matmul(x.data(), n, cols, w.view, flt.data(), rows);
+      ref::matmul(x.data(), n, cols, w.view, want.data(), rows);
+      const std::string where = "cols " + std::to_string(cols) + " n " + std::to_string(n);
+      EXPECT_LT(rel_err(vnni, want), 1e-5) << where;
+      EXPECT_LT(rel_err(flt, want), 1e-6) << where;
+      EXPECT_NE(vnni, flt) << where << ": the integer path did not run";
+      x[5] = std::numeric_limits<float>::quiet_NaN();
+      set_int4_vnni(true);
+      matmul(x.data(), n, cols, w.view, vnni.data(), rows);
+      for (int64_t r = 0; r < rows; ++r) EXPECT_TRUE(std::isnan(vnni[static_cast<size_t>(r)])) << where << " row " << r;
+    }
+}
+
 TEST(Ops, I4ReadsThePackQuantizedLayout) {
   OpsState keep;
   std::mt19937 rng(12);

@@ -19,6 +19,7 @@ struct OpsState {
     ops::set_simd_level(simd);
     ops::set_num_threads(threads);
     ops::set_prefill_bf16(false);
+    if (ops::int4_vnni_supported()) ops::set_int4_vnni(true);  // the default
   }
 };
 

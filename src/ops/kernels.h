@@ -38,6 +38,8 @@ constexpr int64_t kBf16MinTokens = kPrefillBf16MinTokens;
 
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();
+// The AVX-512 kernels whose int4 decode GEMV uses AVX512_VNNI (kernels_avx512vnni.cc).
+const Kernels& avx512vnni_kernels();
 // The BF16 prefill GEMM (kernels_avx512bf16.cc, AVX512_BF16): taken by the AVX-512 matmul for
 // kBf16MinTokens tokens or more while prefill_bf16() (ops::set_prefill_bf16).
 void gemm_bf16_avx512(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy,

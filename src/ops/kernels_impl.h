@@ -18,6 +18,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <type_traits>
@@ -141,7 +142,20 @@ struct GemvJob {
   // columns [n, K], and per group the sum of x over the chunked columns [n, group_cols].
   const float* xq = nullptr;
   const float* gsum = nullptr;
+  // I4 integer path (see gemv_block_i4_vnni): per token and 128-column chunk, x in three int8
+  // parts, even then odd columns, and 16 lane corrections [n, K/128, kVnniChunkBytes], and the
+  // chunk's unit [n, K/128].
+  const int8_t* xv = nullptr;
+  const float* xvs = nullptr;
 };
+
+// Whether interface I has AVX512_VNNI integer dot products (kernels_avx512vnni.cc).
+template <class I>
+constexpr bool kI4Vnni = requires { I::kI4Vnni; };
+constexpr int64_t kVnniChunk = 128;                  // columns per chunk: 64 packed bytes
+// Per chunk and token: three int8 parts of 128 bytes, then 16 int32 lane corrections (see
+// gemv_block_i4_vnni).
+constexpr int64_t kVnniChunkBytes = 3 * kVnniChunk + 64;
 
 template <class I, DType DT>
 inline typename I::V load_gemv_w(const void* row, int64_t j) {
@@ -162,6 +176,17 @@ inline typename I::V load_gemv_w(const void* row, int64_t j) {
 // bytes of tensors this step does not read (other experts).
 // y[t0 + t, r + i] (+)= the lanes of tot[i][t] plus ttot[i][t]; NaN for rows nan_row flags
 // (nullptr: none).
+// A GEMV's per row and token running sums: vector lanes and scalar tails, zeroed.
+template <class I, int NR, int NT>
+struct GemvTotals {
+  typename I::V v[NR][NT];
+  float tail[NR][NT];
+  GemvTotals() {
+    for (int i = 0; i < NR; ++i)
+      for (int t = 0; t < NT; ++t) v[i][t] = I::zero(), tail[i][t] = 0;
+  }
+};
+
 template <class I, int NR, int NT>
 inline void gemv_store(const GemvJob& j, int64_t t0, int64_t r, const typename I::V (&tot)[NR][NT],
                        const float (&ttot)[NR][NT], const bool* nan_row) {
@@ -188,10 +213,8 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   const int64_t ahead = NR * (static_cast<const char*>(row_ptr<DT>(w, 1)) - static_cast<const char*>(row_ptr<DT>(w, 0)));
   const void* row[NR];
   for (int i = 0; i < NR; ++i) row[i] = row_ptr<DT>(w, r + i);
-  V tot[NR][NT];
-  float ttot[NR][NT];
-  for (int i = 0; i < NR; ++i)
-    for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
+  GemvTotals<I, NR, NT> totals;
+  auto &tot = totals.v, &ttot = totals.tail;
   for (int64_t k0 = 0; k0 < K; k0 += blk) {
     const int64_t kend = min64(k0 + blk, K);
     // Each 64-byte line once: the lines that start inside this block's bytes.
@@ -245,6 +268,33 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   gemv_store<I, NR, NT>(j, t0, r, tot, ttot, kFp8 ? nan_row : nullptr);
 }
 
+// NR packed int4 rows from row r of w, as the int4 GEMVs walk them: row pointers, where each
+// row's scales start in group_scale ([group_cols] each), and the end of the view's bytes.
+template <int NR>
+struct I4Rows {
+  const uint8_t* row[NR];
+  size_t srow[NR];
+  const char* end;
+  int64_t rb;  // bytes per packed row
+  I4Rows(const WeightView& w, int64_t r) : end(static_cast<const char*>(row_ptr<DType::I4>(w, w.rows))), rb(w.packed_row_bytes()) {
+    for (int i = 0; i < NR; ++i) {
+      row[i] = static_cast<const uint8_t*>(row_ptr<DType::I4>(w, r + i));
+      srow[i] = static_cast<size_t>((w.row0 + r + i) * w.group_cols());
+    }
+  }
+  // Prefetches for columns [c0, c1): one per 64 bytes of each row (offsets from the row start;
+  // rows need not be aligned), as gemv_block does: into L1 for the next NR rows, kGemvFarBytes
+  // ahead into L2.
+  void prefetch(int64_t c0, int64_t c1) const {
+    for (int64_t b = (c0 / 2 + 63) & ~int64_t{63}; b < (c1 + 1) / 2; b += 64)
+      for (int i = 0; i < NR; ++i) {
+        const char* p = reinterpret_cast<const char*>(row[i]) + b;
+        __builtin_prefetch(p + NR * rb);
+        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);
+      }
+  }
+};
+
 // I4 decode: 16 bytes (AVX-512; 8 on AVX2) hold 2W columns; widening each byte to a 32-bit lane
 // and masking / shifting gives the even columns' nibbles in one vector and the odd columns' in
 // another, so x comes pre-split (GemvJob::xq) and each nibble n is used as n, not n - 8:
@@ -258,29 +308,16 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
   constexpr int W = I::W, C2 = 2 * W;
   const WeightView& w = j.m.w;
   const int64_t K = w.cols, G = w.group, gc = w.group_cols(), Kv = K / C2 * C2, ldx = j.m.ldx;
-  const int64_t rb = w.packed_row_bytes();
   const float* x = j.m.x + t0 * ldx;
   const float* xq = j.xq + t0 * K;
   const float* gs = j.gsum + t0 * gc;
-  const char* end = static_cast<const char*>(row_ptr<DType::I4>(w, w.rows));
-  const uint8_t* row[NR];
-  for (int i = 0; i < NR; ++i) row[i] = static_cast<const uint8_t*>(row_ptr<DType::I4>(w, r + i));
-  V tot[NR][NT];
-  float ttot[NR][NT];
-  for (int i = 0; i < NR; ++i)
-    for (int t = 0; t < NT; ++t) tot[i][t] = I::zero(), ttot[i][t] = 0;
-  // Where the NR rows' scales start in group_scale ([gc] each).
-  size_t srow[NR];
-  for (int i = 0; i < NR; ++i) srow[i] = static_cast<size_t>((w.row0 + r + i) * gc);
+  const I4Rows<NR> rows(w, r);
+  const auto& row = rows.row;
+  GemvTotals<I, NR, NT> totals;
+  auto &tot = totals.v, &ttot = totals.tail;
   for (int64_t g = 0; g < gc; ++g) {
     const int64_t c0 = g * G, c1 = min64(c0 + G, K), cv = min64(c1, Kv);
-    // One prefetch per 64 bytes of each row (offsets from the row start; rows need not be aligned).
-    for (int64_t b = (c0 / 2 + 63) & ~int64_t{63}; b < (c1 + 1) / 2; b += 64)
-      for (int i = 0; i < NR; ++i) {
-        const char* p = reinterpret_cast<const char*>(row[i]) + b;
-        __builtin_prefetch(p + NR * rb);
-        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);
-      }
+    rows.prefetch(c0, c1);
     V acc[NR][NT];
     float tail[NR][NT];
     for (int i = 0; i < NR; ++i)
@@ -304,11 +341,71 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
         for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
       }
     for (int i = 0; i < NR; ++i) {
-      const float s = w.group_scale_value(srow[i] + static_cast<size_t>(g));
+      const float s = w.group_scale_value(rows.srow[i] + static_cast<size_t>(g));
       const V sv = I::set1(s);
       for (int t = 0; t < NT; ++t)
         tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += (tail[i][t] - 8.0f * gs[t * gc + g]) * s;
     }
+  }
+  gemv_store<I, NR, NT>(j, t0, r, tot, ttot, nullptr);
+}
+
+// I4 decode with integer dot products (AVX512_VNNI): 64 packed bytes (128 columns) split into
+// the even columns' nibbles and the odd columns' (u8, 0..15), each multiplied into x with
+// vpdpbusd (4 u8 x s8 products per 32-bit lane). x is carried per token and 128-column chunk as
+// a1 2^14 + a2 2^7 + a3 (three int8 parts, a1 in [-127, 127]) times the chunk's unit
+// max|x| / (127 2^14): about 21 bits against the chunk's largest element, so this path rounds
+// differently from the float kernels (x is off by at most 2^-22 max|x| of its chunk, besides
+// float rounding). Lane L sums columns 8L..8L+7 of a chunk: per part 8 products, joined as
+// (p1 2^7 + p2) 2^7 + p3, at most 8 * 15 * 127 * 2^14 < 2^28. The nibbles are n = q + 8:
+// sum q x = sum n x - 8 sum x, the second term per lane precomputed with x (exact integers).
+// Per 128 weights and token: 6 vpdpbusd, 5 integer ops, a conversion and an FMA, against 8
+// widening conversions and 8 FMAs in gemv_block_i4 (1.4-2x on its own on Zen 5); the scalar
+// per-group work of gemv_block_i4 is left to columns past the last whole chunk.
+template <class I, int NR, int NT>
+void gemv_block_i4_vnni(const GemvJob& j, int64_t t0, int64_t r) {
+  using V = typename I::V;
+  using Vi = typename I::Vi;
+  constexpr int64_t C = kVnniChunk;
+  const WeightView& w = j.m.w;
+  const int64_t K = w.cols, G = w.group, gc = w.group_cols(), nch = K / C, Kv = nch * C, ldx = j.m.ldx;
+  const float* x = j.m.x + t0 * ldx;
+  const int8_t* xv = j.xv + t0 * nch * kVnniChunkBytes;
+  const float* xvs = j.xvs + t0 * nch;
+  const I4Rows<NR> rows(w, r);
+  const auto& row = rows.row;
+  GemvTotals<I, NR, NT> totals;
+  auto &tot = totals.v, &ttot = totals.tail;
+  for (int64_t g = 0; g < gc; ++g) {
+    const int64_t c0 = g * G, c1 = min64(c0 + G, K), cv = min64(c1, Kv);
+    rows.prefetch(c0, c1);
+    float s[NR];
+    for (int i = 0; i < NR; ++i) s[i] = w.group_scale_value(rows.srow[i] + static_cast<size_t>(g));
+    int64_t c = c0;
+    for (; c + C <= cv; c += C) {
+      const int64_t ch = c / C;
+      for (int i = 0; i < NR; ++i) {
+        Vi lo, hi;
+        I::nibbles(row[i] + c / 2, lo, hi);
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xp = xv + (t * nch + ch) * kVnniChunkBytes;
+          // Three independent sums, joined after: a chain of six dot products would wait on
+          // each one's latency.
+          const Vi a1 = I::dpbusd(I::dpbusd(I::zero_i(), lo, xp), hi, xp + 64);
+          const Vi a2 = I::dpbusd(I::dpbusd(I::zero_i(), lo, xp + 128), hi, xp + 192);
+          const Vi a3 = I::dpbusd(I::dpbusd(I::zero_i(), lo, xp + 256), hi, xp + 320);
+          const Vi a = I::sub_i(I::add_i(I::shl7(I::add_i(I::shl7(a1), a2)), a3), I::loadu_i(xp + 384));
+          tot[i][t] = I::fma(I::to_float(a), I::set1(s[i] * xvs[t * nch + ch]), tot[i][t]);
+        }
+      }
+    }
+    if (c < c1)
+      for (int i = 0; i < NR; ++i)
+        for (int t = 0; t < NT; ++t) {
+          float tail = 0;
+          for (int64_t k = c; k < c1; ++k) tail += elem<DType::I4>(row[i], k) * x[t * ldx + k];
+          ttot[i][t] += tail * s[i];
+        }
   }
   gemv_store<I, NR, NT>(j, t0, r, tot, ttot, nullptr);
 }
@@ -318,6 +415,8 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
 template <class I, DType DT, int NR, int NT>
 void gemv_group(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
   if constexpr (DT == DType::I4 && !(NR > 1 && NR * NT > 12)) {
+    if constexpr (kI4Vnni<I>)
+      if (j.xv) return gemv_block_i4_vnni<I, NR, NT>(j, t0, r);
     if (j.xq) return gemv_block_i4<I, NR, NT>(j, t0, r);
   }
   if constexpr (NR > 1 && NR * NT > 12) {
@@ -389,21 +488,72 @@ constexpr int64_t kGemvTaskBytes = 64 << 10;
 // vector product underflows only where |w x| < max|x| * 2^-116, far below fp32 resolution of
 // the sum. (k stays in [-6, 126] so that 2^k and 2^(120-k) are floats.)
 // Floats of prepare_gemv's scratch for job m.
-inline int64_t gemv_scratch(const MatmulJob& m, int W) {
+// I4 jobs the integer path takes: whole 128-column chunks inside groups, and one or two tokens
+// (with 4 and 8, reloading every token's x parts for each row made it 1.6-2x slower than the
+// float path on Zen 5; with 2 about even).
+template <class I>
+bool i4_vnni_job(const MatmulJob& m) {
+  return kI4Vnni<I> && m.w.dtype == DType::I4 && m.n <= 2 && m.w.group % kVnniChunk == 0 && m.w.cols >= kVnniChunk;
+}
+
+template <class I>
+int64_t gemv_scratch(const MatmulJob& m) {
   if (m.w.dtype == DType::F8_E4M3) return m.n * m.w.cols;
-  if (m.w.dtype == DType::I4 && m.w.group % (2 * W) == 0) return m.n * (m.w.cols + m.w.group_cols());
-  return 0;
+  if (m.w.dtype != DType::I4) return 0;
+  const int64_t nch = m.w.cols / kVnniChunk, gc = m.w.group_cols();
+  // float xq [n, K] (the float path, also the fallback for non-finite x), int8 parts, units, gsum
+  const int64_t vnni = i4_vnni_job<I>(m) ? m.n * (nch * kVnniChunkBytes / 4 + nch) : 0;
+  return m.w.group % (2 * I::W) == 0 ? m.n * (m.w.cols + gc) + vnni : 0;
+}
+
+// x [K] of one token as gemv_block_i4_vnni's int8 parts, lane corrections and chunk units (x
+// finite).
+template <class I>
+void quantize_x_vnni(const float* x, int64_t K, int8_t* parts, float* units) {
+  for (int64_t ch = 0; ch < K / kVnniChunk; ++ch) {
+    const float* xc = x + ch * kVnniChunk;
+    float amax = 0;
+    for (int64_t k = 0; k < kVnniChunk; ++k) amax = std::fmax(amax, std::fabs(xc[k]));
+    const float u = amax > 0 ? 127.0f / amax : 0.0f;
+    units[ch] = amax > 0 ? amax / (127.0f * 16384.0f) : 0.0f;
+    int8_t* p = parts + ch * kVnniChunkBytes;
+    int32_t lane8[16] = {};  // 8 x the lane's sum of a1 2^14 + a2 2^7 + a3
+    for (int64_t k = 0; k < kVnniChunk; ++k) {
+      // v = a1 + a2 2^-7 + a3 2^-14 + error: each remainder is exact in float.
+      float v = std::clamp(xc[k] * u, -127.0f, 127.0f);
+      const int64_t at = (k & 1) * 64 + k / 2;  // even columns, then odd, as the nibbles come
+      int32_t whole = 0;
+      for (int q = 0; q < 3; ++q) {
+        const float a = std::nearbyint(v);
+        p[q * 128 + at] = static_cast<int8_t>(a);
+        whole = whole * 128 + static_cast<int32_t>(a);
+        v = (v - a) * 128.0f;
+      }
+      lane8[k / 8] += 8 * whole;
+    }
+    std::memcpy(p + 3 * 128, lane8, sizeof lane8);
+  }
 }
 
 template <class I>
 GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
   GemvJob j{m};
-  if (m.w.dtype == DType::I4 && gemv_scratch(m, I::W) > 0) {  // see gemv_block_i4
+  if (m.w.dtype == DType::I4 && gemv_scratch<I>(m) > 0) {  // see gemv_block_i4(_vnni)
     constexpr int W = I::W;
-    const int64_t K = m.w.cols, G = m.w.group, gc = m.w.group_cols(), Kv = K / (2 * W) * (2 * W);
+    const int64_t K = m.w.cols, G = m.w.group, gc = m.w.group_cols(), nch = K / kVnniChunk;
+    bool vnni = i4_vnni_job<I>(m);
+    for (int64_t t = 0; t < m.n && vnni; ++t)
+      for (int64_t c = 0; c < K && vnni; ++c) vnni = std::isfinite(m.x[t * m.ldx + c]);
+    const int64_t Kv = K / (2 * W) * (2 * W);  // columns in gsum (float path)
     float* gsum = xs + m.n * K;
+    int8_t* parts = reinterpret_cast<int8_t*>(gsum + m.n * gc);
+    float* units = gsum + m.n * gc + m.n * nch * kVnniChunkBytes / 4;
     for (int64_t t = 0; t < m.n; ++t) {
       const float* xr = m.x + t * m.ldx;
+      if (vnni) {
+        quantize_x_vnni<I>(xr, K, parts + t * nch * kVnniChunkBytes, units + t * nch);
+        continue;
+      }
       float* q = xs + t * K;
       for (int64_t c = 0; c < Kv; c += 2 * W)
         for (int i = 0; i < W; ++i) q[c + i] = xr[c + 2 * i], q[c + W + i] = xr[c + 2 * i + 1];
@@ -413,8 +563,9 @@ GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
         gsum[t * gc + g] = sum;
       }
     }
-    j.xq = xs;
     j.gsum = gsum;
+    if (vnni) j.xv = parts, j.xvs = units;
+    else j.xq = xs;
     return j;
   }
   if (m.w.dtype != DType::F8_E4M3) return j;
@@ -462,13 +613,30 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   prepared.clear();
   int64_t work = 0, xs_size = 0, total = 0;
   for (const MatmulJob& m : jobs)
-    if (m.n > 0 && m.n <= kGemvMaxTokens) xs_size += gemv_scratch(m, I::W);
+    if (m.n > 0 && m.n <= kGemvMaxTokens) xs_size += gemv_scratch<I>(m);
   if (static_cast<int64_t>(xs.size()) < xs_size) xs.resize(static_cast<size_t>(xs_size));
   float* xp = xs.data();
+  thread_local std::vector<const MatmulJob*> source;  // prepared[k] was made from *source[k]
+  source.clear();
   for (const MatmulJob& m : jobs) {
     if (m.n <= 0 || m.n > kGemvMaxTokens || m.w.rows <= 0) continue;
-    prepared.push_back(prepare_gemv<I>(m, xp));
-    xp += gemv_scratch(m, I::W);
+    // Jobs reading the same x (a decode step's experts all read the token's hidden state) share
+    // one prepared copy: what prepare_gemv makes depends only on x and the weight's dtype, width
+    // and group.
+    size_t same = 0;
+    while (same < source.size() && !(source[same]->x == m.x && source[same]->n == m.n && source[same]->ldx == m.ldx &&
+                                     source[same]->w.dtype == m.w.dtype && source[same]->w.cols == m.w.cols &&
+                                     source[same]->w.group == m.w.group))
+      ++same;
+    if (same < source.size()) {
+      GemvJob j = prepared[same];
+      j.m.w = m.w, j.m.y = m.y, j.m.ldy = m.ldy, j.m.accumulate = m.accumulate;
+      prepared.push_back(j);
+    } else {
+      prepared.push_back(prepare_gemv<I>(m, xp));
+      xp += gemv_scratch<I>(m);
+    }
+    source.push_back(&m);
     const int64_t row_bytes = max64(1, m.w.dtype == DType::I4 ? m.w.packed_row_bytes() : m.w.cols * static_cast<int64_t>(dtype_size(m.w.dtype)));
     const int64_t step = (max64(1, kGemvTaskBytes / row_bytes) + 7) / 8 * 8;  // whole row octets
     const int64_t ji = static_cast<int64_t>(prepared.size()) - 1;
@@ -736,20 +904,29 @@ constexpr int kTVecs = 8;
 // Chunk [c0, c0 + kTVecs * W) for NT tokens with the accumulators in registers: each weight
 // row is converted once and multiplied into every token. FP8 weights come as e4m3 * 2^-8 and
 // the per-row multiplier x[t, r] * s * 2^8 carries the block scale; no NaN codes allowed (the
-// conversion maps them to numbers), so FP8 weights take this path only when checked.
+// conversion maps them to numbers), so FP8 weights take this path only when checked. I4 rounds
+// differently from its dequantised rows: (x * s) * q instead of x * (q * s).
 template <class I, DType DT, int NT>
 void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0, float* y, int64_t ldy) {
   using V = typename I::V;
   V acc[NT][kTVecs];
   for (int t = 0; t < NT; ++t)
     for (int v = 0; v < kTVecs; ++v) acc[t][v] = I::zero();
+  // I4: a chunk inside one group takes its scale in the multiplier; otherwise (groups of 32 or
+  // 64) each vector, which lies inside one group, is scaled as it is loaded.
+  const bool chunk_scale = DT != DType::I4 || w.group % (kTVecs * I::W) == 0;
   for (int64_t r = 0; r < w.rows; ++r) {
     const void* row = row_ptr<DT>(w, r);
-    const float m = DT == DType::F8_E4M3 ? scale_at(w, r, c0) * kFp8VecUnit : 1.0f;
+    float m = 1.0f;
+    if constexpr (DT == DType::F8_E4M3) m = scale_at(w, r, c0) * kFp8VecUnit;
+    if constexpr (DT == DType::I4)
+      if (chunk_scale) m = w.group_scale_at(r, c0);
     V b[NT];
     for (int t = 0; t < NT; ++t) b[t] = I::set1(x[t * ldx + r] * m);
     for (int v = 0; v < kTVecs; ++v) {
-      const V wv = load_w<I, DT>(row, c0 + v * I::W);
+      V wv = load_w<I, DT>(row, c0 + v * I::W);
+      if constexpr (DT == DType::I4)
+        if (!chunk_scale) wv = I::mul(wv, I::set1(w.group_scale_at(r, c0 + v * I::W)));
       for (int t = 0; t < NT; ++t) acc[t][v] = I::fma(wv, b[t], acc[t][v]);
     }
   }
@@ -762,8 +939,8 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
   constexpr int64_t CW = kTVecs * I::W;
   constexpr int G = I::kTTokens;  // tokens per register pass
   static_assert(G >= 1 && G <= 3);
-  // I4 always dequantises rows (its group scales would need a scale per group in the registers).
-  const bool regs_ok = DT != DType::I4 && (DT != DType::F8_E4M3 || w.nan_state == 1);
+  // I4 in registers needs each vector inside one group (see matmul_t_regs).
+  const bool regs_ok = (DT != DType::I4 || w.group % I::W == 0) && (DT != DType::F8_E4M3 || w.nan_state == 1);
   const int64_t chunks = (w.cols + CW - 1) / CW;
   const int nt = threads_for(w.rows * w.cols * n);
   parallel_for(nt, chunks, [&](int64_t ch) {

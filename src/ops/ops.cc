@@ -20,6 +20,7 @@ namespace {
 std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_num_procs()
 std::atomic<int> g_simd{-1};    // -1: not chosen yet
 std::atomic<bool> g_prefill_bf16{false};
+std::atomic<bool> g_int4_vnni{true};  // taken only where int4_vnni_supported()
 
 const detail::Kernels& ref_kernels() {
   static const detail::Kernels k{&ref::matmul, &ref::matmul_batch, &ref::has_nan_codes, &ref::matmul_t, &ref::rmsnorm, &ref::silu_mul, &ref::softmax,
@@ -42,7 +43,9 @@ Simd best_or_env() {
 
 const detail::Kernels& K() {
   switch (simd_level()) {
-    case Simd::Avx512: return detail::avx512_kernels();
+    case Simd::Avx512:
+      return g_int4_vnni.load(std::memory_order_relaxed) && int4_vnni_supported() ? detail::avx512vnni_kernels()
+                                                                                  : detail::avx512_kernels();
     case Simd::Avx2: return detail::avx2_kernels();
     default: return ref_kernels();
   }
@@ -118,6 +121,15 @@ void set_prefill_bf16(bool on) {
     fail("BF16 prefill needs the avx512 kernels on a CPU with AVX512_BF16 (this one runs {}{})", simd_name(simd_level()),
          __builtin_cpu_supports("avx512bf16") ? "" : ", without AVX512_BF16");
   g_prefill_bf16.store(on);
+}
+
+bool int4_vnni_supported() { return simd_level() == Simd::Avx512 && __builtin_cpu_supports("avx512vnni"); }
+
+void set_int4_vnni(bool on) {
+  if (on && !int4_vnni_supported())
+    fail("the int4 VNNI GEMV needs the avx512 kernels on a CPU with AVX512_VNNI (this one runs {}{})", simd_name(simd_level()),
+         __builtin_cpu_supports("avx512vnni") ? "" : ", without AVX512_VNNI");
+  g_int4_vnni.store(on);
 }
 
 bool detail::prefill_bf16() { return g_prefill_bf16.load(std::memory_order_relaxed); }

@@ -34,6 +34,12 @@ void set_num_threads(int n);
 constexpr int64_t kPrefillBf16MinTokens = 9;
 void set_prefill_bf16(bool on);
 bool prefill_bf16_supported();
+// Int4 decode (GEMV, up to 8 tokens) on AVX512_VNNI integer dot products, with x carried to
+// about 21 bits of each 128-column chunk's largest element (see gemv_block_i4_vnni); prefill and
+// scoring keep the exact float path. Default on where supported (the AVX-512 level on a CPU with
+// AVX512_VNNI); off: the float int4 GEMV. Turning it on elsewhere throws dsv3::Error.
+void set_int4_vnni(bool on);
+bool int4_vnni_supported();
 int num_threads();
 
 // f(i) for every i in [0, count) on up to nt threads (OpenMP; `dynamic`: threads take one index
@@ -64,9 +70,10 @@ struct MatmulJob {
   bool accumulate = false;
 };
 // Every job, as if by matmul one after another. Jobs must not write what another job reads or
-// writes. Decode-sized jobs (a few tokens) share one parallel region whose threads take rows of
-// any job as they free up: one fork/join per batch instead of one per matrix, and a thread the
-// OS preempted does not hold the others up (MoE decode runs every chosen expert this way).
+// writes. Decode-sized jobs (a few tokens) share one parallel region: each thread streams an
+// equal contiguous share of all the jobs' rows, then helps with the others' remaining rows, so
+// there is one fork/join per batch instead of one per matrix, and a thread the OS preempted
+// does not hold the others up (MoE decode runs every chosen expert this way).
 void matmul_batch(std::span<const MatmulJob> jobs);
 // FP8 E4M3: whether any element of the view is a NaN code (all threads; reads the whole view).
 // Other dtypes: false. Owners use it once per weight to set WeightView::nan_state.
