@@ -452,15 +452,18 @@ void gemv_rows(const GemvJob& j, int64_t r) {
 
 // Rows [r0, r1) of one job. One token: I::kGemvRowsOneToken rows at a time (AVX-512: 8), for
 // the reads in flight: on Zen 5, 2 threads, 1-token FP8 decode of the 5.7 GB MoE bench model
-// went 25 -> 31 tok/s from 2 rows to 8 (4 and 6 gave less, 12 spills). Several tokens: two
-// rows, three for 3+ tokens, where the FMAs set the pace and a third row shares each x load
-// (8 streams on the dense bench model: +5-10%).
+// went 25 -> 31 tok/s from 2 rows to 8 (4 and 6 gave less, 12 spills). Two tokens (MTP's
+// verify step, two sequences): half as many rows (FP8 GEMV +40% over 2 rows in bench_ops). Three
+// or more: three rows, where the FMAs set the pace and a third row shares each x load (8 streams
+// on the dense bench model: +5-10%); then two, then one for what is left.
 template <class I, DType DT>
 void gemv_range(const GemvJob& j, int64_t r0, int64_t r1) {
   int64_t r = r0;
   constexpr int R1 = I::kGemvRowsOneToken;
   if (j.m.n == 1 && R1 > 3)
     for (; r + R1 <= r1; r += R1) gemv_rows<I, DT, R1>(j, r);
+  if (j.m.n == 2 && R1 > 3)
+    for (; r + R1 / 2 <= r1; r += R1 / 2) gemv_rows<I, DT, R1 / 2>(j, r);
   if (j.m.n >= 3)
     for (; r + 3 <= r1; r += 3) gemv_rows<I, DT, 3>(j, r);
   for (; r + 2 <= r1; r += 2) gemv_rows<I, DT, 2>(j, r);
