@@ -9,7 +9,9 @@
 // load_f16, load_e4m3_x2m8 (exact value times 2^-8) and load_e4m3_x2m120 (times 2^-120; both
 // leave NaN codes finite), load_i4 (W/2 bytes of packed int4, low nibble first, as nibble - 8), and the NaN-code scan: B, kScanBytes, scan_zero, scan(m, bytes),
 // scan_found(m). The BF16 GEMM's level also provides Vi, loadu_i, set1_i, dpbf16 (vdpbf16ps) and
-// to_bf16_pairs (floats [2 n] to n BF16 pairs, rounded like bf16_pair).
+// to_bf16_pairs (floats [2 n] to n BF16 pairs, rounded like bf16_pair). The VNNI level
+// (kernels_avx512vnni.cc) adds kI4Vnni and, for gemv_block_i4_vnni, Vi, zero_i, nibbles,
+// dpbusd (vpdpbusd), loadu_i, shl7, add_i, sub_i and to_float.
 #pragma once
 #include <omp.h>
 
