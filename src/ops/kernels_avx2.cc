@@ -13,7 +13,7 @@ struct Avx2 {
   using V = __m256;
   static constexpr int W = 8;
   static constexpr int kGemvTokens = 2;  // 2 rows x 2 tokens x (block + total) = 8 ymm accumulators
-  static constexpr int kGemvRowsOneToken = 2;  // as for several tokens (16 ymm registers)
+  static constexpr int kGemvRowsOneToken = 4;  // 4 accumulators + 4 totals + x of 16 ymm (see gemv_range)
   static constexpr int kTTokens = 1;  // matmul_t: 1 token x 8 accumulators (16 ymm in all)
   static constexpr int kTileRows = 6;    // micro-kernel 6 rows x 16 tokens = 12 ymm accumulators
   static constexpr int kTileVecs = 2;

@@ -452,9 +452,10 @@ void gemv_rows(const GemvJob& j, int64_t r) {
   }
 }
 
-// Rows [r0, r1) of one job. One token: I::kGemvRowsOneToken rows at a time (AVX-512: 8), for
-// the reads in flight: on Zen 5, 2 threads, 1-token FP8 decode of the 5.7 GB MoE bench model
-// went 25 -> 31 tok/s from 2 rows to 8 (4 and 6 gave less, 12 spills). Two tokens (MTP's
+// Rows [r0, r1) of one job. One token: I::kGemvRowsOneToken rows at a time (AVX-512: 8, AVX2:
+// 4), for the reads in flight: on Zen 5, 2 threads, 1-token FP8 decode of the 5.7 GB MoE bench
+// model went 25 -> 31 tok/s from 2 rows to 8 (4 and 6 gave less, 12 spills); the AVX2 kernels on
+// the same CPU 26 -> 36 tok/s from 2 rows to 4 (6 gave 33). Two tokens (MTP's
 // verify step, two sequences): half as many rows (FP8 GEMV +40% over 2 rows in bench_ops). Three
 // or more: three rows, where the FMAs set the pace and a third row shares each x load (8 streams
 // on the dense bench model: +5-10%); then two, then one for what is left.
