@@ -84,10 +84,11 @@ Weight make_weight(DType dt, int64_t rows, int64_t cols) {
     }
     w.scale.assign(static_cast<size_t>(((rows + 127) / 128) * ((cols + 127) / 128)), 1e-3f);
   } else if (dt == DType::I4) {  // random nibbles, group 128, float32 scales
-    w.bytes.resize(static_cast<size_t>(rows * ((cols + 7) / 8) * 4));
-    for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
-    w.scale.assign(static_cast<size_t>(rows * ((cols + 127) / 128)), 1e-3f);
+    w.view.cols = cols;
     w.view.group = 128;
+    w.bytes.resize(static_cast<size_t>(rows * w.view.packed_row_bytes()));
+    for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
+    w.scale.assign(static_cast<size_t>(rows * w.view.group_cols()), 1e-3f);
     w.view.group_scale = w.scale.data();
     w.view.group_scale_dtype = DType::F32;
   } else {  // BF16: random values around 1e-2

@@ -176,8 +176,6 @@ inline typename I::V load_gemv_w(const void* row, int64_t j) {
 // the 5.7 GB MoE bench model, 2 threads: +15% decode over the L1 prefetch alone; 16 KB and
 // 512 KB helped less). The far prefetch stops at the end of the matrix, so it never pulls in
 // bytes of tensors this step does not read (other experts).
-// y[t0 + t, r + i] (+)= the lanes of tot[i][t] plus ttot[i][t]; NaN for rows nan_row flags
-// (nullptr: none).
 // A GEMV's per row and token running sums: vector lanes and scalar tails, zeroed.
 template <class I, int NR, int NT>
 struct GemvTotals {
@@ -189,6 +187,8 @@ struct GemvTotals {
   }
 };
 
+// y[t0 + t, r + i] (+)= the lanes of tot[i][t] plus ttot[i][t]; NaN for rows nan_row flags
+// (nullptr: none).
 template <class I, int NR, int NT>
 inline void gemv_store(const GemvJob& j, int64_t t0, int64_t r, const typename I::V (&tot)[NR][NT],
                        const float (&ttot)[NR][NT], const bool* nan_row) {
@@ -366,7 +366,6 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
 // per-group work of gemv_block_i4 is left to columns past the last whole chunk.
 template <class I, int NR, int NT>
 void gemv_block_i4_vnni(const GemvJob& j, int64_t t0, int64_t r) {
-  using V = typename I::V;
   using Vi = typename I::Vi;
   constexpr int64_t C = kVnniChunk;
   const WeightView& w = j.m.w;
@@ -514,8 +513,7 @@ int64_t gemv_scratch(const MatmulJob& m) {
 
 // x [K] of one token as gemv_block_i4_vnni's int8 parts, lane corrections and chunk units (x
 // finite).
-template <class I>
-void quantize_x_vnni(const float* x, int64_t K, int8_t* parts, float* units) {
+inline void quantize_x_vnni(const float* x, int64_t K, int8_t* parts, float* units) {
   for (int64_t ch = 0; ch < K / kVnniChunk; ++ch) {
     const float* xc = x + ch * kVnniChunk;
     float amax = 0;
@@ -557,7 +555,7 @@ GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
     for (int64_t t = 0; t < m.n; ++t) {
       const float* xr = m.x + t * m.ldx;
       if (vnni) {
-        quantize_x_vnni<I>(xr, K, parts + t * nch * kVnniChunkBytes, units + t * nch);
+        quantize_x_vnni(xr, K, parts + t * nch * kVnniChunkBytes, units + t * nch);
         continue;
       }
       float* q = xs + t * K;

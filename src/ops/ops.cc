@@ -43,9 +43,9 @@ Simd best_or_env() {
 
 const detail::Kernels& K() {
   switch (simd_level()) {
-    case Simd::Avx512:
-      return g_int4_vnni.load(std::memory_order_relaxed) && int4_vnni_supported() ? detail::avx512vnni_kernels()
-                                                                                  : detail::avx512_kernels();
+    case Simd::Avx512:  // every op goes through here: test the flag and the CPU bit, not the level again
+      return g_int4_vnni.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx512vnni") ? detail::avx512vnni_kernels()
+                                                                                               : detail::avx512_kernels();
     case Simd::Avx2: return detail::avx2_kernels();
     default: return ref_kernels();
   }
@@ -114,22 +114,31 @@ void set_simd_level(Simd s) {
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
-bool prefill_bf16_supported() { return simd_level() == Simd::Avx512 && __builtin_cpu_supports("avx512bf16"); }
+namespace {
 
-void set_prefill_bf16(bool on) {
-  if (on && !prefill_bf16_supported())
-    fail("BF16 prefill needs the avx512 kernels on a CPU with AVX512_BF16 (this one runs {}{})", simd_name(simd_level()),
-         __builtin_cpu_supports("avx512bf16") ? "" : ", without AVX512_BF16");
-  g_prefill_bf16.store(on);
+// Paths on an AVX-512 extension (BF16 prefill, the int4 VNNI GEMV) need the avx512 kernels and a
+// CPU with the extension (cpu_has: __builtin_cpu_supports, which takes only literals).
+bool avx512_with(bool cpu_has) { return simd_level() == Simd::Avx512 && cpu_has; }
+
+void set_avx512_path(std::atomic<bool>& flag, bool on, bool cpu_has, std::string_view what, std::string_view feature) {
+  if (on && !avx512_with(cpu_has))
+    fail("{} needs the avx512 kernels on a CPU with {} (this one runs {}{}{})", what, feature, simd_name(simd_level()),
+         cpu_has ? "" : ", without ", cpu_has ? "" : feature);
+  flag.store(on);
 }
 
-bool int4_vnni_supported() { return simd_level() == Simd::Avx512 && __builtin_cpu_supports("avx512vnni"); }
+}  // namespace
+
+bool prefill_bf16_supported() { return avx512_with(__builtin_cpu_supports("avx512bf16")); }
+
+void set_prefill_bf16(bool on) {
+  set_avx512_path(g_prefill_bf16, on, __builtin_cpu_supports("avx512bf16"), "BF16 prefill", "AVX512_BF16");
+}
+
+bool int4_vnni_supported() { return avx512_with(__builtin_cpu_supports("avx512vnni")); }
 
 void set_int4_vnni(bool on) {
-  if (on && !int4_vnni_supported())
-    fail("the int4 VNNI GEMV needs the avx512 kernels on a CPU with AVX512_VNNI (this one runs {}{})", simd_name(simd_level()),
-         __builtin_cpu_supports("avx512vnni") ? "" : ", without AVX512_VNNI");
-  g_int4_vnni.store(on);
+  set_avx512_path(g_int4_vnni, on, __builtin_cpu_supports("avx512vnni"), "the int4 VNNI GEMV", "AVX512_VNNI");
 }
 
 bool detail::prefill_bf16() { return g_prefill_bf16.load(std::memory_order_relaxed); }
