@@ -4,6 +4,7 @@
 // top_logprobs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -149,6 +150,63 @@ TEST(Sampler, MinPDropsUnlikelyTokens) {
   expect_distribution(p, log_of(kP), {0, 0, 3.0 / 7, 4.0 / 7});
   p.min_p = 0.4f;  // keep p >= 0.16: tokens 1, 2, 3
   expect_distribution(p, log_of(kP), {0, 2.0 / 9, 3.0 / 9, 4.0 / 9});
+}
+
+// A large vocabulary (the sampler sorts only a growing head of it, 64, 1024, 16384 ids, then all):
+// ids [0, 1500) weigh 1, ids [1500, 20000) weigh e^-3, and odd ids in [15000, 20000) are masked
+// (-inf). The kept
+// prefix (logit order, lowest id first on ties) is computed here by a full sort in double, and
+// the draws must stay inside it (one id of rounding slack) and split between the two weight
+// classes in proportion.
+TEST(Sampler, LargeVocabularyTruncationMatchesAFullSort) {
+  constexpr int32_t V = 20000, kFlat = 1500;
+  std::vector<float> l(V, -3.0f);
+  for (int32_t i = 0; i < kFlat; ++i) l[static_cast<size_t>(i)] = 0.0f;
+  for (int32_t i = 15001; i < V; i += 2) l[static_cast<size_t>(i)] = -INFINITY;
+  std::vector<int32_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+  double sum = 0;
+  for (float x : l) sum += std::exp(static_cast<double>(x));
+  struct Case { float top_p, min_p; int top_k; };
+  for (const Case cs : {Case{0.5f, 0.0f, 0}, Case{0.95f, 0.0f, 0}, Case{1.0f, 0.5f, 0}, Case{0.9f, 0.0f, 8000},
+                        Case{1.0f, 0.0f, 0}}) {
+    // Reference: the kept prefix length and its weight in each class.
+    const int64_t k = cs.top_k > 0 ? cs.top_k : V;
+    double ksum = 0;
+    for (int64_t i = 0; i < k; ++i) ksum += std::exp(static_cast<double>(l[order[i]]));
+    int64_t keep = 0;
+    double c = 0, flat = 0;
+    while (keep < k && std::isfinite(l[order[keep]])) {
+      const double w = std::exp(static_cast<double>(l[order[keep]]));
+      if (keep > 0 && w < cs.min_p) break;
+      c += w;
+      flat += order[keep] < kFlat ? w : 0;
+      ++keep;
+      if (cs.top_p < 1.0f && c >= cs.top_p * ksum) break;
+    }
+    SamplingParams p;
+    p.temperature = 1.0f;
+    p.top_p = cs.top_p;
+    p.min_p = cs.min_p;
+    p.top_k = cs.top_k;
+    p.seed = 11;
+    Sampler s(p);
+    std::vector<char> kept(V, 0);
+    for (int64_t i = 0; i < std::min<int64_t>(keep + 1, V); ++i) kept[static_cast<size_t>(order[i])] = 1;
+    int in_flat = 0;
+    constexpr int kN = 1000;
+    for (int d = 0; d < kN; ++d) {
+      const int32_t t = s.sample(l.data(), V, {}, {});
+      ASSERT_TRUE(t >= 0 && t < V && kept[static_cast<size_t>(t)])
+          << "top_p " << cs.top_p << " min_p " << cs.min_p << " top_k " << cs.top_k << ": drew " << t
+          << ", outside the " << keep << " kept ids";
+      in_flat += t < kFlat;
+    }
+    const double expect = flat / c;  // binomial: 5 standard deviations
+    EXPECT_NEAR(in_flat / static_cast<double>(kN), expect, 5 * std::sqrt(expect * (1 - expect) / kN) + 1e-9)
+        << "top_p " << cs.top_p << " min_p " << cs.min_p << " top_k " << cs.top_k << " kept " << keep;
+  }
 }
 
 TEST(Sampler, RepetitionPenaltyHfStyle) {

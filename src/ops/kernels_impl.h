@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -36,6 +37,20 @@ namespace {
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// This header is compiled once per ISA (-mavx2, -mavx512*). A std::vector<float> instantiated
+// here has out-of-line members (_M_default_append ...) that are weak symbols shared with the
+// whole program, and the linker may keep this file's AVX copy for baseline callers (it did in the
+// sanitizer build). An allocator type of internal linkage makes the instantiations this file's
+// own. tests/isa_symbols.sh checks that no weak symbol of an ISA object holds AVX code.
+template <class T>
+struct LocalAllocator : std::allocator<T> {
+  LocalAllocator() = default;
+  template <class U>
+  LocalAllocator(const LocalAllocator<U>&) noexcept {}
+};
+template <class T>
+using LocalVector = std::vector<T, LocalAllocator<T>>;
 
 // One weight element as float32, without the FP8 block scale.
 template <DType DT>
@@ -612,7 +627,7 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   };
   thread_local std::vector<Task> tasks;
   thread_local std::vector<GemvJob> prepared;
-  thread_local std::vector<float> xs;
+  thread_local LocalVector<float> xs;
   tasks.clear();
   prepared.clear();
   int64_t work = 0, xs_size = 0, total = 0;
@@ -620,7 +635,7 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
     if (m.n > 0 && m.n <= kGemvMaxTokens) xs_size += gemv_scratch<I>(m);
   if (static_cast<int64_t>(xs.size()) < xs_size) xs.resize(static_cast<size_t>(xs_size));
   float* xp = xs.data();
-  thread_local std::vector<const MatmulJob*> source;  // prepared[k] was made from *source[k]
+  thread_local LocalVector<const MatmulJob*> source;  // prepared[k] was made from *source[k]
   source.clear();
   for (const MatmulJob& m : jobs) {
     if (m.n <= 0 || m.n > kGemvMaxTokens || m.w.rows <= 0) continue;
@@ -872,7 +887,7 @@ void matmul_batch(std::span<const MatmulJob> jobs) {
   // GEMM-sized jobs (a prefill's experts): with several, threads take whole jobs, largest first,
   // each run on its thread (the GEMM's own regions are nested, hence serial): one fork/join for
   // the lot instead of three per job, and no barrier waits inside small experts' GEMMs.
-  thread_local std::vector<const MatmulJob*> big;
+  thread_local LocalVector<const MatmulJob*> big;
   big.clear();
   int64_t work = 0;
   for (const MatmulJob& j : jobs)

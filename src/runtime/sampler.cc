@@ -81,42 +81,60 @@ int32_t Sampler::sample(const float* logits, int64_t V, std::span<const int32_t>
     }
   }
   if (greedy()) return argmax(buf_.data(), V);
-  // Candidates sorted by logit; top-k, then softmax with temperature, top-p and min-p.
-  idx_.resize(static_cast<size_t>(V));
-  for (int32_t i = 0; i < V; ++i) idx_[static_cast<size_t>(i)] = i;
-  int64_t k = (p_.top_k > 0 && p_.top_k < V) ? p_.top_k : V;
+  // Candidates: the ids with a finite logit (constraints mask the rest with -inf), then the top-k
+  // of them by logit. No full sort: with V = 129K a sort cost ~7 ms per token, more than a decode
+  // step of a small model.
+  idx_.clear();
+  float mx = -INFINITY;
+  for (int32_t i = 0; i < V; ++i)
+    if (buf_[static_cast<size_t>(i)] > -INFINITY) {
+      idx_.push_back(i);
+      mx = std::max(mx, buf_[static_cast<size_t>(i)]);
+    }
+  if (idx_.empty()) return argmax(buf_.data(), V);  // everything masked: nothing to weigh
   auto by_logit = [&](int32_t a, int32_t b) { return buf_[a] > buf_[b] || (buf_[a] == buf_[b] && a < b); };
-  std::partial_sort(idx_.begin(), idx_.begin() + k, idx_.end(), by_logit);
-  const float mx = buf_[idx_[0]];
-  std::vector<double> prob(static_cast<size_t>(k));
-  double sum = 0;
-  for (int64_t i = 0; i < k; ++i) {
-    prob[i] = std::exp(static_cast<double>(buf_[idx_[i]] - mx) / p_.temperature);
-    sum += prob[i];
+  const int64_t n = static_cast<int64_t>(idx_.size());
+  const int64_t k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
+  if (k < n) {
+    std::nth_element(idx_.begin(), idx_.begin() + k, idx_.end(), by_logit);
+    idx_.resize(static_cast<size_t>(k));
   }
-  for (auto& x : prob) x /= sum;
+  // Unnormalised probability exp((l - max) / T); the most likely candidate weighs 1.
+  auto weight = [&](int32_t id) { return static_cast<double>(std::exp((buf_[id] - mx) / p_.temperature)); };
+  double sum = 0;
+  for (int32_t id : idx_) sum += weight(id);
+  // Top-p and min-p keep a prefix of the candidates sorted by logit (lowest id first on ties):
+  // the smallest one whose mass reaches top_p, cut where p < min_p * p_max. A trained model's
+  // prefix is a few dozen ids, so only a growing head of the list is sorted (64, 1024, ... ids).
   int64_t keep = k;
-  if (p_.top_p < 1.0f) {
-    double c = 0;
-    for (int64_t i = 0; i < k; ++i) {
-      c += prob[i];
-      if (c >= p_.top_p) { keep = i + 1; break; }
+  double total = sum;
+  if (p_.top_p < 1.0f || p_.min_p > 0.0f) {
+    const double need = static_cast<double>(p_.top_p) * sum;
+    for (int64_t m = std::min<int64_t>(k, 64);; m = std::min(k, m * 16)) {
+      if (m < k) std::nth_element(idx_.begin(), idx_.begin() + m, idx_.end(), by_logit);
+      std::sort(idx_.begin(), idx_.begin() + m, by_logit);
+      double c = 0;
+      int64_t cut = 0;
+      for (int64_t i = 0; i < m && cut == 0; ++i) {
+        const double w = weight(idx_[static_cast<size_t>(i)]);
+        if (i > 0 && w < static_cast<double>(p_.min_p)) cut = i;
+        else if ((c += w) >= need && p_.top_p < 1.0f) cut = i + 1;
+      }
+      if (cut > 0 || m == k) {
+        keep = cut > 0 ? cut : k;
+        total = cut > 0 ? c : sum;
+        break;
+      }
     }
   }
-  if (p_.min_p > 0.0f) {
-    int64_t m = 1;
-    while (m < keep && prob[m] >= p_.min_p * prob[0]) ++m;
-    keep = m;
-  }
-  double total = 0;
-  for (int64_t i = 0; i < keep; ++i) total += prob[i];
+  // Inverse CDF over the kept candidates, in sorted order where a truncation sorted them.
   std::uniform_real_distribution<double> u(0.0, total);
   double r = u(rng_), c = 0;
   for (int64_t i = 0; i < keep; ++i) {
-    c += prob[i];
-    if (r < c) return idx_[i];
+    c += weight(idx_[static_cast<size_t>(i)]);
+    if (r < c) return idx_[static_cast<size_t>(i)];
   }
-  return idx_[keep - 1];
+  return idx_[static_cast<size_t>(keep - 1)];
 }
 
 }  // namespace dsv3
