@@ -26,7 +26,10 @@ cd "$ROOT/build"
 ctest --output-on-failure -j2 --timeout 1800
 
 if [ "${DSV3_SKIP_SANITIZE:-0}" != 1 ]; then
-  "$ROOT/scripts/setup.sh" "$ROOT/build-asan" -DDSV3_SANITIZE=ON -DDSV3_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  # -O1 -g1 (line tables): the sanitizer build takes half the compile CPU time of -O2 -g (20 vs 42
+  # CPU-minutes here), its tests run 3m20 instead of 2m40, and reports still name file and line.
+  "$ROOT/scripts/setup.sh" "$ROOT/build-asan" -DDSV3_SANITIZE=ON -DDSV3_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
   cd "$ROOT/build-asan"
   ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j2 --timeout 1800 -LE slow
 fi
