@@ -82,8 +82,8 @@ int32_t Sampler::sample(const float* logits, int64_t V, std::span<const int32_t>
   }
   if (greedy()) return argmax(buf_.data(), V);
   // Candidates: the ids with a finite logit (constraints mask the rest with -inf), then the top-k
-  // of them by logit. No full sort: with V = 129K a sort cost ~7 ms per token, more than a decode
-  // step of a small model.
+  // of them by logit. No full sort: at V = 129K one took ~21 ms per sampled token on a Zen 5 core,
+  // while this takes ~1 ms without truncation.
   idx_.clear();
   float mx = -INFINITY;
   for (int32_t i = 0; i < V; ++i)
