@@ -154,10 +154,9 @@ TEST(Sampler, MinPDropsUnlikelyTokens) {
 
 // A large vocabulary (the sampler sorts only a growing head of it, 64, 1024, 16384 ids, then all):
 // ids [0, 1500) weigh 1, ids [1500, 20000) weigh e^-3, and odd ids in [15000, 20000) are masked
-// (-inf). The kept
-// prefix (logit order, lowest id first on ties) is computed here by a full sort in double, and
-// the draws must stay inside it (one id of rounding slack) and split between the two weight
-// classes in proportion.
+// (-inf). The kept prefix (logit order, lowest id first on ties) is computed here by a full sort
+// in double, and the draws must stay inside it (one id of rounding slack) and split between the
+// two weight classes in proportion.
 TEST(Sampler, LargeVocabularyTruncationMatchesAFullSort) {
   constexpr int32_t V = 20000, kFlat = 1500;
   std::vector<float> l(V, -3.0f);
@@ -166,8 +165,6 @@ TEST(Sampler, LargeVocabularyTruncationMatchesAFullSort) {
   std::vector<int32_t> order(V);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
-  double sum = 0;
-  for (float x : l) sum += std::exp(static_cast<double>(x));
   struct Case { float top_p, min_p; int top_k; };
   for (const Case cs : {Case{0.5f, 0.0f, 0}, Case{0.95f, 0.0f, 0}, Case{1.0f, 0.5f, 0}, Case{0.9f, 0.0f, 8000},
                         Case{1.0f, 0.0f, 0}}) {
