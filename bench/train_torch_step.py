@@ -72,6 +72,7 @@ def cmd_step(a):
     c = R.load_config(a.init)
     raw = R.load_dir(a.init)  # the reference's own loader: {name: float32 ndarray}
     P = {n: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for n, x in raw.items()}
+    R.share_mtp(c, P)  # the MTP modules use the main embedding and head, as dsv3 train does
     names = R.trainable(P)  # everything but the router biases
     for n in names:
         P[n].requires_grad_(True)

@@ -58,6 +58,10 @@ const bool registered = register_command(
        app.add_option("--save-dtype", o->save_dtype, "Weights in checkpoints: f32, bf16 or fp8 (128x128 blocks)")->capture_default_str();
        app.add_option("--log", o->log_path, "Also append the JSON lines to this file");
        app.add_option("--dump-grads", o->dump_grads, "Write the first step's gradients as F32 safetensors here");
+       app.add_flag("!--untie-mtp", o->share_mtp,
+                    "Train the MTP modules' embed_tokens and shared_head.head as their own parameters. By default they "
+                    "are the main model's embedding and lm_head, as in DeepSeek-V3 (one parameter, gradients summed; "
+                    "checkpoints hold copies)");
        app.add_flag("--resume", o->resume, "Continue from the checkpoint in --out");
        app.add_flag("--zero1", o->zero1,
                     "Under mpirun: each rank keeps the AdamW moments of 1/K of the parameters and updates that "

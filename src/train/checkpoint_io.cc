@@ -174,6 +174,7 @@ void load_trainer_checkpoint(const std::string& out_dir, Params& p, MomentState&
   if (fs::exists(master)) {
     SafetensorsFile f(master.string());
     for (const ParamTensor& t : p.tensors()) {
+      if (!t.shares.empty()) continue;  // a copy of the main tensor, which is loaded itself
       const TensorInfo* ti = f.find(t.spec.name);
       if (!ti || ti->dtype != DType::F32 || static_cast<int64_t>(ti->nbytes()) != t.numel * 4)
         fail("{}: master weight '{}' missing or malformed", master.string(), t.spec.name);

@@ -7,24 +7,34 @@
 
 #include "core/error.h"
 #include "core/fp8_block.h"
+#include "core/log.h"
 #include "core/random.h"
 #include "io/checkpoint.h"
 #include "ops/ops.h"
 
 namespace dsv3 {
 
-Params::Params(const ModelConfig& cfg) : cfg_(cfg) {
+Params::Params(const ModelConfig& cfg, bool share_mtp) : cfg_(cfg), share_mtp_(share_mtp) {
+  const std::string main_head = cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   int64_t off = 0;
   for_each_weight(cfg_, [&](const WeightSpec& w) {
     ParamTensor t;
     t.spec = w;
-    t.offset = off;
     t.numel = w.shape.numel();
+    if (share_mtp && cfg_.is_mtp_layer(w.layer) && (w.kind == WeightKind::kEmbedding || w.kind == WeightKind::kHead)) {
+      t.shares = w.kind == WeightKind::kEmbedding ? "model.embed_tokens.weight" : main_head;
+      t.trainable = t.decay = false;
+      tensors_.push_back(t);  // offset below: lm_head comes after the MTP layers in the table
+      return;
+    }
+    t.offset = off;
     t.trainable = w.kind != WeightKind::kBias;
     t.decay = w.shape.ndim == 2 && w.kind != WeightKind::kNorm;
     off += (t.numel + 15) / 16 * 16;  // 64-byte aligned tensors
     tensors_.push_back(t);
   });
+  for (ParamTensor& t : tensors_)
+    if (!t.shares.empty()) t.offset = find(t.shares)->offset;
   data_.assign(static_cast<size_t>(off), 0.0f);
   grad_.assign(static_cast<size_t>(off), 0.0f);
   auto binder = [&](std::vector<float>& buf) {
@@ -61,7 +71,9 @@ int64_t Params::trainable_count() const {
 void Params::init_random(uint64_t seed, float std) {
   uint64_t index = 0;
   for (const ParamTensor& t : tensors_) {
+    // Counted for shared tensors too, so every other tensor's init is the same either way.
     const uint64_t key = splitmix64(seed * 0x9e3779b97f4a7c15ull + (++index));
+    if (!t.shares.empty()) continue;
     float* p = data_.data() + t.offset;
     const WeightKind k = t.spec.kind;
     if (k == WeightKind::kNorm || k == WeightKind::kBias) {
@@ -74,9 +86,20 @@ void Params::init_random(uint64_t seed, float std) {
 }
 
 void Params::load(const Checkpoint& ck) {
+  bool warned = false;
   for (const ParamTensor& t : tensors_) {
     const TensorRef* r = ck.find(t.spec.name);
     if (!r) fail("{}: tensor '{}' missing", ck.dir(), t.spec.name);
+    if (!t.shares.empty()) {
+      const TensorRef* m = ck.find(t.shares);
+      const bool same = m && m->info->dtype == r->info->dtype && m->info->nbytes() == r->info->nbytes() &&
+                        std::memcmp(m->data(), r->data(), r->info->nbytes()) == 0;
+      if (!same && !warned)
+        log_warn("{}: '{}' differs from '{}'; training shares the main model's (--untie-mtp keeps them apart)",
+                 ck.dir(), t.spec.name, t.shares);
+      warned = warned || !same;
+      continue;
+    }
     float* dst = data_.data() + t.offset;
     if (r->info->dtype == DType::F8_E4M3) {
       const TensorRef* s = ck.find(scale_inv_name(t.spec.name));

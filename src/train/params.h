@@ -19,11 +19,18 @@ struct ParamTensor {
   int64_t numel = 0;
   bool trainable = true;  // the router bias moves by the balancing rule, not by gradients
   bool decay = true;      // AdamW weight decay: matrices only (not norms or biases)
+  // Non-empty: this MTP tensor is the named main-model tensor (spec 6: embed_tokens and
+  // shared_head.head are the main embedding and lm_head). It has no storage of its own: offset
+  // is the main tensor's, so the graph's gradients for both sum in one buffer; it is not
+  // trainable (the optimizer steps the main tensor once) and checkpoints write it as a copy.
+  std::string shares;
 };
 
 class Params {
  public:
-  explicit Params(const ModelConfig& cfg);
+  // share_mtp: the MTP modules use the main embedding and output head (V3's recipe); false
+  // trains them as separate tensors (how the v1 demo model was trained).
+  explicit Params(const ModelConfig& cfg, bool share_mtp = true);
   Params(const Params&) = delete;
   Params& operator=(const Params&) = delete;
 
@@ -31,9 +38,12 @@ class Params {
   // Counter-based, so the same seed gives the same weights whatever the thread count.
   void init_random(uint64_t seed, float std);
   // Copies a (validated) checkpoint of the same config, dequantising FP8/BF16 into float32.
+  // Shared MTP tensors take the main model's values; a checkpoint whose copies differ is
+  // reported (once) on stderr.
   void load(const Checkpoint& ck);
 
   const ModelConfig& config() const { return cfg_; }
+  bool shares_mtp() const { return share_mtp_; }
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor* find(const std::string& name) const;
   int64_t size() const { return static_cast<int64_t>(data_.size()); }
@@ -50,6 +60,7 @@ class Params {
 
  private:
   ModelConfig cfg_;
+  bool share_mtp_;
   std::vector<ParamTensor> tensors_;
   std::vector<float> data_, grad_;
   ModelWeights w_, g_;

@@ -254,6 +254,10 @@ int run_training(const TrainOptions& o_in) {
     }
     if (prev["options"].value("moments", o.moments) != o.moments)
       fail("--resume: --moments was {} in {}", prev["options"].value("moments", o.moments), o.out_dir);
+    // Runs from before the option trained the MTP embedding and head apart.
+    if (prev["options"].value("share_mtp", false) != o.share_mtp)
+      fail("--resume: {} was trained {} --untie-mtp; resume it the same way", o.out_dir,
+           o.share_mtp ? "with" : "without");
   }
 
   TokenData data = TokenData::open(o.data_dir, cfg.vocab_size);
@@ -263,7 +267,7 @@ int run_training(const TrainOptions& o_in) {
          data.train->size(), o.seq_len);
   const int64_t nval = std::min(data.val->sequences(o.seq_len), o.val_seqs > 0 ? o.val_seqs : INT64_MAX);
 
-  Params params(cfg);
+  Params params(cfg, o.share_mtp);
   MomentState mom;
   mom.dtype = o.moments;
   if (o.optimizer == "adamw") {
@@ -354,7 +358,7 @@ int run_training(const TrainOptions& o_in) {
     st["data_position"] = step * o.batch;
     st["options"] = {{"batch", o.batch}, {"seq_len", o.seq_len}, {"seed", static_cast<int64_t>(o.seed)},
                      {"optimizer", o.optimizer}, {"moments", o.moments}, {"precision", o.precision}, {"lr", o.lr}, {"steps", o.steps},
-                     {"save_dtype", o.save_dtype}, {"data", fs::absolute(o.data_dir).string()}};
+                     {"save_dtype", o.save_dtype}, {"share_mtp", o.share_mtp}, {"data", fs::absolute(o.data_dir).string()}};
     if (!zero1) return save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
     MomentState full;  // the shards' moments, gathered on rank 0 for the checkpoint
     full.dtype = mom.dtype;

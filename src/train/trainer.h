@@ -33,6 +33,7 @@ struct TrainOptions {
   int64_t val_seqs = 64;          // validation sequences used (0: all)
   std::string save_dtype = "bf16";  // f32 | bf16 | fp8
   bool resume = false, force = false, json = false, shuffle = true;
+  bool share_mtp = true;          // MTP embed_tokens / shared_head.head are the main ones (spec 6)
   bool zero1 = false;             // under mpirun: shard the AdamW moments over the ranks (ZeRO-1)
   std::string dump_grads;         // write the first step's gradients (F32 safetensors) here
 };

@@ -33,17 +33,19 @@ PYEOF
   "$BIN" -q data --ids "$d/ids.jsonl" --out "$d/data" --vocab-size "$(cat "$d/V")" --val-fraction 0
 }
 
-# sgd_case NAME FIXTURE T B ALPHA LAMBDA
+# sgd_case NAME FIXTURE T B ALPHA LAMBDA [--untie-mtp]: by default both sides share the MTP
+# modules' embedding and head with the main model (the fixtures' own MTP copies differ from the
+# main tensors, so a trainer that used them would fail).
 sgd_case() {
-  local name="$1" fx="$DSV3_FIXTURES/$2" T="$3" B="$4" A="$5" L="$6"
+  local name="$1" fx="$DSV3_FIXTURES/$2" T="$3" B="$4" A="$5" L="$6" untie=("${@:7}")
   make_case "$name" "$2" "$T" "$B" "$((T * 31 + B))"
   local d="$TMP/$name"
   "$BIN" -q train --init "$fx" --data "$d/data" --optimizer sgd --lr 1 --steps 1 --weight-decay 0 --clip 0 \
     --bias-update 0 --balance-alpha "$A" --mtp-weight "$L" --save-dtype f32 --out "$d/out" \
-    --seq-len "$T" --batch "$B" --no-shuffle --dump-grads "$d/grads.safetensors"
-  echo "== $name: $2 T=$T B=$B alpha=$A lambda=$L"
+    --seq-len "$T" --batch "$B" --no-shuffle --dump-grads "$d/grads.safetensors" "${untie[@]}"
+  echo "== $name: $2 T=$T B=$B alpha=$A lambda=$L ${untie[*]}"
   "$PY" "$REF" sgd-check --init "$fx" --seqs "$d/seqs.json" --lr 1 --mtp-weight "$L" --balance-alpha "$A" \
-    --trained "$d/out" --grads "$d/grads.safetensors"
+    --trained "$d/out" --grads "$d/grads.safetensors" "${untie[@]}"
 }
 
 # One document of length T with --seq-len T is exactly one training sequence (the black-box form).
@@ -52,6 +54,13 @@ sgd_case batch v3-fp8 12 2 0.01 0.3
 sgd_case balance_only v3-fp8 3 1 1 0
 sgd_case shortest v3-fp8 2 2 0.01 0.3
 sgd_case v2lite v2lite-bf16 10 2 0.01 0.3
+sgd_case untied v3-fp8 12 2 0.01 0.3 --untie-mtp
+
+# The check can fail: tied gradients against an untied reference (the MTP embedding and head).
+if "$PY" "$REF" sgd-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/batch/seqs.json" --lr 1 --mtp-weight 0.3 \
+     --balance-alpha 0.01 --trained "$TMP/batch/out" --untie-mtp >/dev/null 2>&1; then
+  echo "FAIL: sgd-check accepted shared-MTP gradients as untied ones"; exit 1
+fi
 
 # The check can fail: the same trained weights against a different lambda.
 if "$PY" "$REF" sgd-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/batch/seqs.json" --lr 1 --mtp-weight 0.31 \

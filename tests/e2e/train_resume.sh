@@ -42,6 +42,34 @@ same "$TMP/s8" "$TMP/p8"
 if "$BIN" -q train "${COMMON[@]}" -t 1 --steps 6 --out "$TMP/split" 2> "$TMP/err"; then echo "FAIL: overwrote a checkpoint"; exit 1; fi
 grep -q "resume" "$TMP/err"
 
+# Shared MTP embedding and head (the default): the checkpoint holds exact copies of the main
+# tensors; an --untie-mtp run's differ after training; resuming either the other way is refused;
+# starting from a checkpoint whose copies differ says so.
+"$BIN" -q train "${COMMON[@]}" --steps 2 --untie-mtp --out "$TMP/untied" > /dev/null
+"$PY" - "$DSV3_SOURCE_DIR/tests/ref" "$TMP/straight" "$TMP/untied" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from dsv3_torch import load_config, load_dir, shared_mtp_names
+for d, want in ((sys.argv[2], True), (sys.argv[3], False)):
+    W, pairs = load_dir(d), shared_mtp_names(load_config(d))
+    assert pairs
+    for n, m in pairs.items():
+        same = np.array_equal(W[n].view(np.uint32), W[m].view(np.uint32))
+        assert same == want, (d, n, m, same)
+PYEOF
+if "$BIN" -q train "${COMMON[@]}" --steps 3 --out "$TMP/untied" --resume 2> "$TMP/err"; then
+  echo "FAIL: resumed an --untie-mtp run without it"; exit 1
+fi
+grep -q -- "--untie-mtp" "$TMP/err"
+if "$BIN" -q train "${COMMON[@]}" -t 1 --steps 7 --untie-mtp --out "$TMP/split" --resume 2> "$TMP/err"; then
+  echo "FAIL: resumed a shared-MTP run with --untie-mtp"; exit 1
+fi
+grep -q -- "--untie-mtp" "$TMP/err"
+"$BIN" train --init "$TMP/untied" --data "$TMP/data" --batch 2 --seq-len 24 --steps 1 --out "$TMP/from_untied" \
+  2> "$TMP/err" > /dev/null
+grep -q "embed_tokens.weight' differs from 'model.embed_tokens.weight'" "$TMP/err"
+
 # 2. SIGKILL at a random moment, then resume to the same bytes.
 "$BIN" -q train "${COMMON[@]}" -t 1 --steps 10 --out "$TMP/k_straight" --save-every 1 > /dev/null
 for attempt in 1 2; do

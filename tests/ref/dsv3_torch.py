@@ -13,6 +13,8 @@ semantics; it imports neither transformers nor safetensors. Run with Debian's /u
             --trained OUT_DIR [--grads GRADS.safetensors] [--tol 1e-4]
   sgd-ref   --init CKPT --seqs SEQS.json --lr ETA --mtp-weight L --balance-alpha A
             --out OUT_DIR [--grads-out GRADS.safetensors]   writes this reference's own SGD step
+  loss, sgd-*, bias-check take --untie-mtp: the MTP modules' own embed_tokens and shared_head.head
+            (by default they are the main embedding and lm_head, as dsv3 train trains them)
   self-test [FIXTURES_DIR]          autograd vs central finite differences (float64)
 
 Training loss for B sequences of length T (all start at position 0):
@@ -345,11 +347,34 @@ def losses(m, ids, lam, alpha):
                 mtp_ce=[x for x in ce], balance_raw=bal_raw)
 
 
-def load_params(d, grad=False):
-    """(config, {name: float64 tensor}, {name: float32 ndarray W0}); params exclude nothing here."""
+def shared_mtp_names(c):
+    """{MTP tensor: main tensor} that training shares (spec 6: the MTP modules' embed_tokens and
+    shared_head.head are the main embedding and lm_head)."""
+    L, D = c["num_hidden_layers"], c.get("num_nextn_predict_layers") or 0
+    head = "model.embed_tokens.weight" if c["tie_word_embeddings"] else "lm_head.weight"
+    out = {}
+    for k in range(D):
+        out[f"model.layers.{L + k}.embed_tokens.weight"] = "model.embed_tokens.weight"
+        out[f"model.layers.{L + k}.shared_head.head.weight"] = head
+    return out
+
+
+def share_mtp(c, P):
+    """Drops the MTP copies from P, so Model.w falls back to the main tensors: one leaf, whose
+    autograd gradient sums the main and MTP uses (dsv3 train's default)."""
+    for n in shared_mtp_names(c):
+        P.pop(n, None)
+    return P
+
+
+def load_params(d, grad=False, tied=False):
+    """(config, {name: float64 tensor}, {name: float32 ndarray W0}); with tied, P lacks the MTP
+    copies of the main embedding and head (share_mtp)."""
     c = load_config(d)
     raw = load_dir(d)
     P = {n: torch.from_numpy(a.astype(np.float64)) for n, a in raw.items()}
+    if tied:
+        share_mtp(c, P)
     if grad:
         for n, t in P.items():
             if not n.endswith("e_score_correction_bias"):
@@ -368,8 +393,8 @@ def read_seqs(path):
     return torch.tensor(s, dtype=torch.long)
 
 
-def grads(d, seqs, lam, alpha):
-    c, P, raw = load_params(d, grad=True)
+def grads(d, seqs, lam, alpha, tied):
+    c, P, raw = load_params(d, grad=True, tied=tied)
     m = Model(c, P)
     ls = losses(m, seqs, lam, alpha)
     names = trainable(P)
@@ -431,7 +456,7 @@ def cmd_check_forward(a):
 
 
 def cmd_loss(a):
-    c, P, _ = load_params(a.init)
+    c, P, _ = load_params(a.init, tied=not a.untie_mtp)
     with torch.no_grad():
         ls = losses(Model(c, P), read_seqs(a.seqs), a.mtp_weight, a.balance_alpha)
     print(json.dumps(jl(ls)))
@@ -439,11 +464,14 @@ def cmd_loss(a):
 
 
 def cmd_sgd_ref(a):
-    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha)
+    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp)
     os.makedirs(a.out, exist_ok=True)
     out = dict(raw)
     for n, g in G.items():  # W1 = fl32(W0_f32 - eta * g)
         out[n] = (raw[n].astype(np.float64) - a.lr * g).astype(np.float32)
+    for n, m in shared_mtp_names(c).items():  # tied: the MTP tensors are copies, as dsv3 writes them
+        if n in raw and n not in G:
+            out[n] = out[m]
     write_safetensors(os.path.join(a.out, "model.safetensors"), out)
     json.dump({k: v for k, v in c.items() if k != "quantization_config"},
               open(os.path.join(a.out, "config.json"), "w"), indent=2)
@@ -454,10 +482,14 @@ def cmd_sgd_ref(a):
 
 
 def cmd_sgd_check(a):
-    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha)
+    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp)
     W1 = load_dir(a.trained)
     GF = read_safetensors(a.grads) if a.grads else None
     fails, rows, noisy = [], [], 0
+    if not a.untie_mtp:  # the shared MTP tensors must be written as exact copies of the main ones
+        for n, m in shared_mtp_names(c).items():
+            if n in raw and not (n in W1 and m in W1 and np.array_equal(W1[n].view(np.uint32), W1[m].view(np.uint32))):
+                fails.append(f"{n}: not a copy of {m} in {a.trained}")
     for n, gr in G.items():
         if n not in W1 or W1[n].shape != raw[n].shape:
             fails.append(f"{n}: missing or wrong shape in {a.trained}")
@@ -572,7 +604,7 @@ def cmd_self_test(a):
 def cmd_bias_check(a):
     """One step with lr 0: every routed expert's bias must move by exactly
     gamma * sign(mean load - load) of that step's routing (all MoE layers, MTP included)."""
-    c, P, raw = load_params(a.init)
+    c, P, raw = load_params(a.init, tied=not a.untie_mtp)
     m = Model(c, P)
     with torch.no_grad():
         losses(m, read_seqs(a.seqs), 1.0, 0.0)
@@ -601,8 +633,11 @@ def main():
     p.add_argument("--tol", type=float, default=1e-4)
     p = sub.add_parser("self-test")
     p.add_argument("fixtures", nargs="?", default="/work/shared/fixtures")
+    untie = dict(action="store_true", help="the MTP modules' own embed_tokens / shared_head.head (dsv3 train "
+                 "--untie-mtp); default: the main embedding and lm_head")
     for name in ("loss", "sgd-check", "sgd-ref"):
         p = sub.add_parser(name)
+        p.add_argument("--untie-mtp", **untie)
         p.add_argument("--init", required=True)
         p.add_argument("--seqs", required=True)
         p.add_argument("--mtp-weight", type=float, default=0.3 if name == "loss" else None, required=name != "loss")
@@ -618,6 +653,7 @@ def main():
             p.add_argument("--out", required=True)
             p.add_argument("--grads-out")
     p = sub.add_parser("bias-check")
+    p.add_argument("--untie-mtp", **untie)
     p.add_argument("--init", required=True)
     p.add_argument("--seqs", required=True)
     p.add_argument("--gamma", type=float, required=True)
