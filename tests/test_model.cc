@@ -11,12 +11,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "model/init.h"
 #include "runtime/model.h"
 #include "runtime/routing.h"
 #include "runtime/sampler.h"
@@ -236,6 +238,12 @@ void check_mtp(size_t k) {
   ForwardOutput mo;
   m.forward_mtp(std::span<SeqInput>(&mi, 1), mo);
   ASSERT_EQ(mo.rows, n - 1);
+  // The fixture's MTP embed_tokens and shared_head.head are byte copies of the main ones (as in
+  // V3): from the first MTP step on, the module reads the main tensors.
+  const ModelWeights& W = m.weights();
+  const MtpWeights& M = W.layers[static_cast<size_t>(m.config().num_hidden_layers)].mtp;
+  EXPECT_EQ(M.head.data, W.lm_head.data);
+  EXPECT_EQ(M.embed.data, W.embed.data);
   int agree = 0;
   for (int64_t i = 0; i < n - 1; ++i) agree += argmax(mo.logits.data() + i * V, V) == want[static_cast<size_t>(i)];
   std::printf("MTP prompt %zu: argmax agrees on %d of %lld positions\n", k, agree, static_cast<long long>(n - 1));
@@ -264,6 +272,33 @@ void check_mtp(size_t k) {
 
 TEST(ModelReference, MtpLongPrompt) { check_mtp(0); }
 TEST(ModelReference, MtpShortPromptAndLogits) { check_mtp(1); }
+
+// A checkpoint whose MTP copies differ from the main tensors (random init draws each tensor on
+// its own) keeps reading its own.
+TEST(ModelReference, MtpKeepsCopiesThatDiffer) {
+  const std::string dir = ::testing::TempDir() + "/mtp_own_copies";
+  std::filesystem::remove_all(dir);
+  json j = json::parse(std::ifstream(kData + "/train/fp8-small.json"));
+  InitOptions opt;
+  opt.seed = 5;
+  init_random_checkpoint(ModelConfig::from_json(j), dir, opt);
+  Model m(dir);
+  ASSERT_TRUE(m.has_mtp());
+  SeqCache s;
+  std::vector<int32_t> toks{3, 4, 5};
+  SeqInput in{&s, toks, 0, false, nullptr};
+  ForwardOutput out;
+  m.forward(std::span<SeqInput>(&in, 1), out, true);
+  const std::vector<float> hidden = out.hidden;
+  SeqInput mi{&s, std::span<const int32_t>(toks.data() + 1, 2), 0, true, hidden.data()};
+  m.forward_mtp(std::span<SeqInput>(&mi, 1), out);
+  const ModelWeights& W = m.weights();
+  const MtpWeights& M = W.layers[static_cast<size_t>(m.config().num_hidden_layers)].mtp;
+  EXPECT_NE(M.head.data, W.lm_head.data);
+  EXPECT_NE(M.embed.data, W.embed.data);
+  free_seq(m.cache(), s);
+  std::filesystem::remove_all(dir);
+}
 
 // ---- batching invariances (v3-fp8, prompt 0: 200 tokens over 4 cache blocks, YaRN) ----
 

@@ -35,6 +35,20 @@ double view_bytes(const WeightView& v) {
   return b;
 }
 
+// Same matrix, byte for byte (data and any scales): then either view serves for the other.
+bool same_weight(const WeightView& a, const WeightView& b) {
+  if (a.dtype != b.dtype || a.rows != b.rows || a.cols != b.cols || a.row0 != 0 || b.row0 != 0 || a.group != b.group ||
+      a.group_scale_dtype != b.group_scale_dtype || !a.scale_inv != !b.scale_inv || !a.group_scale != !b.group_scale)
+    return false;
+  auto same = [](const void* x, const void* y, size_t n) { return x == y || std::memcmp(x, y, n) == 0; };
+  const size_t data_bytes = a.dtype == DType::I4 ? static_cast<size_t>(a.rows * a.packed_row_bytes()) : a.nbytes();
+  if (!same(a.data, b.data, data_bytes)) return false;
+  if (a.scale_inv && !same(a.scale_inv, b.scale_inv, static_cast<size_t>((a.rows + 127) / 128 * a.scale_cols()) * 4))
+    return false;
+  return !a.group_scale ||
+         same(a.group_scale, b.group_scale, static_cast<size_t>(a.rows * a.group_cols()) * dtype_size(a.group_scale_dtype));
+}
+
 template <typename T>
 T* grow(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -571,9 +585,20 @@ void Model::forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hid
   head(w_.norm, w_.lm_head, batch, x, n, out, want_hidden);
 }
 
+void Model::share_mtp_copies_once() {
+  if (mtp_checked_) return;
+  mtp_checked_ = true;
+  for (size_t li = static_cast<size_t>(config().num_hidden_layers); li < w_.layers.size(); ++li) {
+    MtpWeights& M = w_.layers[li].mtp;
+    if (same_weight(M.embed, w_.embed)) M.embed = w_.embed;
+    if (same_weight(M.head, w_.lm_head)) M.head = w_.lm_head;
+  }
+}
+
 void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows) {
   if (!has_mtp()) fail("this checkpoint has no MTP module (num_nextn_predict_layers is 0)");
   check_batch(batch, true);
+  share_mtp_copies_once();
   const ModelConfig& c = config();
   const int64_t H = c.hidden_size;
   const int li = static_cast<int>(c.num_hidden_layers);
