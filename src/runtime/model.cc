@@ -590,7 +590,6 @@ void Model::share_mtp_copies_once() {
   mtp_checked_ = true;
   for (size_t li = static_cast<size_t>(config().num_hidden_layers); li < w_.layers.size(); ++li) {
     MtpWeights& M = w_.layers[li].mtp;
-    if (same_weight(M.embed, w_.embed)) M.embed = w_.embed;
     if (same_weight(M.head, w_.lm_head)) M.head = w_.lm_head;
   }
 }

@@ -134,9 +134,10 @@ class Model {
   // Every run, their matmuls batched: two parallel regions in all at decode sizes.
   void ffn(std::span<const FfnRun> runs);
   void check_nan_once(const WeightView& v);
-  // First MTP use: the MTP module's embed_tokens / shared_head.head become the main embedding /
-  // lm_head when their bytes are identical (spec 6: they are copies in V3 and in what dsv3 train
-  // writes), so drafting touches no second copy of either (V3: 2 x 1.85 GB).
+  // First MTP use: the MTP module's shared_head.head becomes the main lm_head when their bytes
+  // are identical (spec 6: a copy in V3 and in what dsv3 train writes), so drafting reads the
+  // pages the main head already holds instead of a second copy (V3: 1.85 GB). Its embed_tokens
+  // copy is left alone: a lookup reads one row, while comparing would read both tables whole.
   void share_mtp_copies_once();
   bool mtp_checked_ = false;
   void head(const WeightView& norm, const WeightView& head, std::span<SeqInput> batch, float* x, int64_t n,
