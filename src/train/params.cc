@@ -14,7 +14,7 @@
 
 namespace dsv3 {
 
-Params::Params(const ModelConfig& cfg, bool share_mtp) : cfg_(cfg), share_mtp_(share_mtp) {
+Params::Params(const ModelConfig& cfg, bool share_mtp) : cfg_(cfg) {
   const std::string main_head = cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   int64_t off = 0;
   for_each_weight(cfg_, [&](const WeightSpec& w) {

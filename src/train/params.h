@@ -43,7 +43,6 @@ class Params {
   void load(const Checkpoint& ck);
 
   const ModelConfig& config() const { return cfg_; }
-  bool shares_mtp() const { return share_mtp_; }
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor* find(const std::string& name) const;
   int64_t size() const { return static_cast<int64_t>(data_.size()); }
@@ -60,7 +59,6 @@ class Params {
 
  private:
   ModelConfig cfg_;
-  bool share_mtp_;
   std::vector<ParamTensor> tensors_;
   std::vector<float> data_, grad_;
   ModelWeights w_, g_;
