@@ -172,33 +172,37 @@ int main(int argc, char** argv) {
   // A MoE decode step in miniature, in configs/bench-5gb.json's shapes: per layer one token
   // through 7 experts (6 routed + 1 shared), their gate and up projections [1024, 2048] in one
   // matmul_batch, then their down projections [2048, 1024] in another: from memory (8 layers,
-  // 336 MB) and from L3 (1 layer, 42 MB... as far as L3 holds it).
-  std::printf("\ndecode step: 1 token, FP8 experts [1024, 2048] x 14 + [2048, 1024] x 7 per layer\n");
-  for (int layers : {8, 1}) {
-    std::vector<Weight> ws;
-    for (int l = 0; l < layers; ++l) {
-      for (int i = 0; i < 14; ++i) ws.push_back(make_weight(DType::F8_E4M3, 1024, 2048));
-      for (int i = 0; i < 7; ++i) ws.push_back(make_weight(DType::F8_E4M3, 2048, 1024));
+  // 336 MB in FP8) and from L3 (1 layer, 42 MB... as far as L3 holds it). FP8, and int4 (group
+  // 128; the VNNI GEMV where the CPU has it), whose bytes are the packed weights.
+  for (DType dt : {DType::F8_E4M3, DType::I4}) {
+    const double wbytes = dt == DType::I4 ? 0.5 : 1.0;
+    std::printf("\ndecode step: 1 token, %s experts [1024, 2048] x 14 + [2048, 1024] x 7 per layer\n", dtype_name(dt));
+    for (int layers : {8, 1}) {
+      std::vector<Weight> ws;
+      for (int l = 0; l < layers; ++l) {
+        for (int i = 0; i < 14; ++i) ws.push_back(make_weight(dt, 1024, 2048));
+        for (int i = 0; i < 7; ++i) ws.push_back(make_weight(dt, 2048, 1024));
+      }
+      std::vector<float> x(2048 * 7, 0.5f), y(2048 * 14);
+      std::vector<ops::MatmulJob> up, down;  // per layer: up [14 l, 14 l + 14), down [7 l, 7 l + 7)
+      for (int l = 0; l < layers; ++l) {
+        for (int i = 0; i < 14; ++i) up.push_back({x.data(), 1, 2048, ws[21 * l + i].view, y.data() + i * 1024, 1024});
+        for (int i = 0; i < 7; ++i) down.push_back({x.data() + i * 1024, 1, 1024, ws[21 * l + 14 + i].view, y.data() + i * 2048, 2048});
+      }
+      for (int t = 1; t <= std::min(cores, 2); ++t) {
+        ops::set_num_threads(t);
+        const Timing s = time_best([&] {
+          for (int l = 0; l < layers; ++l) {
+            ops::matmul_batch(std::span(up).subspan(14 * l, 14));
+            ops::matmul_batch(std::span(down).subspan(7 * l, 7));
+          }
+        });
+        const double weights = layers * 21 * 1024.0 * 2048.0, gbs = weights * wbytes / s.wall / 1e9;
+        std::printf("  %d layer(s) (%3.0f MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth), %5.1f G weights/s\n",
+                    layers, weights * wbytes / 1e6, t, gbs, 100 * gbs / bw[t], weights / s.wall / 1e9);
+      }
+      ops::set_num_threads(0);
     }
-    std::vector<float> x(2048 * 7, 0.5f), y(2048 * 14);
-    std::vector<ops::MatmulJob> up, down;  // per layer: up [14 l, 14 l + 14), down [7 l, 7 l + 7)
-    for (int l = 0; l < layers; ++l) {
-      for (int i = 0; i < 14; ++i) up.push_back({x.data(), 1, 2048, ws[21 * l + i].view, y.data() + i * 1024, 1024});
-      for (int i = 0; i < 7; ++i) down.push_back({x.data() + i * 1024, 1, 1024, ws[21 * l + 14 + i].view, y.data() + i * 2048, 2048});
-    }
-    for (int t = 1; t <= std::min(cores, 2); ++t) {
-      ops::set_num_threads(t);
-      const Timing s = time_best([&] {
-        for (int l = 0; l < layers; ++l) {
-          ops::matmul_batch(std::span(up).subspan(14 * l, 14));
-          ops::matmul_batch(std::span(down).subspan(7 * l, 7));
-        }
-      });
-      const double gbs = layers * 21 * 1024.0 * 2048.0 / s.wall / 1e9;
-      std::printf("  %d layer(s) (%3d MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth)\n", layers,
-                  layers * 42, t, gbs, 100 * gbs / bw[t]);
-    }
-    ops::set_num_threads(0);
   }
 
   std::printf("\nprefill, all %d threads; 'cpu' columns: one thread, by its CPU time\n", cores);

@@ -3,6 +3,7 @@
 // exact FP8 dequantisation over all 256 codes and thread-count invariance.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/kernels.h"
 #include "ops/ops.h"
 #include "testing.h"
 
@@ -285,6 +287,38 @@ TEST(Ops, I4IntegerGemvMatchesReference) {
       matmul(x.data(), n, cols, w.view, vnni.data(), rows);
       for (int64_t r = 0; r < rows; ++r) EXPECT_TRUE(std::isnan(vnni[static_cast<size_t>(r)])) << where << " row " << r;
     }
+}
+
+// x's int8 parts for the VNNI GEMV: the AVX-512 quantiser writes the scalar twin's bytes and unit,
+// on chunks with ties at every rounding (multiples of 1/2 after scaling), an outlier, tiny and
+// subnormal values, zeros, and random values.
+TEST(Ops, VnniQuantizeEqualsItsScalarTwin) {
+  if (!int4_vnni_supported()) GTEST_SKIP() << "no AVX512_VNNI";
+  std::mt19937 rng(13);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<std::vector<float>> chunks;
+  std::vector<float> c(128);
+  for (int k = 0; k < 128; ++k) c[static_cast<size_t>(k)] = static_cast<float>(k - 64) * 0.5f;  // max 63.5: v = k'/... ties
+  chunks.push_back(c);
+  for (int k = 0; k < 128; ++k) c[static_cast<size_t>(k)] = nd(rng);
+  c[7] = 60.0f;
+  chunks.push_back(c);
+  for (int k = 0; k < 128; ++k) c[static_cast<size_t>(k)] = nd(rng) * 1e-40f;  // subnormal
+  chunks.push_back(c);
+  chunks.emplace_back(128, 0.0f);
+  chunks.emplace_back(128, -3.0f);
+  for (int r = 0; r < 50; ++r) {
+    for (int k = 0; k < 128; ++k) c[static_cast<size_t>(k)] = nd(rng) * std::ldexp(1.0f, r % 20 - 10);
+    chunks.push_back(c);
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    std::vector<int8_t> want(3 * 128 + 64, 1), got(3 * 128 + 64, 2);
+    float uw = -1, ug = -2;
+    detail::quantize_vnni_chunk(chunks[i].data(), want.data(), &uw);
+    detail::quantize_vnni_chunk_avx512(chunks[i].data(), got.data(), &ug);
+    EXPECT_EQ(got, want) << "chunk " << i;
+    EXPECT_EQ(std::bit_cast<uint32_t>(ug), std::bit_cast<uint32_t>(uw)) << "chunk " << i;
+  }
 }
 
 TEST(Ops, I4ReadsThePackQuantizedLayout) {

@@ -46,6 +46,15 @@ void gemm_bf16_avx512(const float* x, int64_t n, int64_t ldx, const WeightView& 
                       bool accumulate);
 bool prefill_bf16();
 
+// One 128-column chunk xc [128] (finite) of a token as the int4 VNNI GEMV reads it
+// (gemv_block_i4_vnni): p [3 * 128 + 64] gets x * 127 / max|xc| split into three int8 parts
+// a1 + a2 2^-7 + a3 2^-14 (each rounded to nearest even), even columns then odd, then 16 int32
+// lane corrections (8 x the sum of a1 2^14 + a2 2^7 + a3 over columns 8i..8i+7); *unit =
+// max|xc| / (127 2^14) (0 for a chunk of zeros). The scalar twin; the AVX-512 form
+// (kernels_avx512vnni.cc, CPUs with AVX512_VNNI only) writes the same bytes.
+void quantize_vnni_chunk(const float* xc, int8_t* p, float* unit);
+void quantize_vnni_chunk_avx512(const float* xc, int8_t* p, float* unit);
+
 // Threads to use for a job of about `work` multiply-adds: 1 for small jobs (a parallel region
 // costs microseconds), else num_threads(). Never affects results.
 int threads_for(int64_t work);

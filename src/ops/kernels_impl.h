@@ -151,6 +151,29 @@ void dequant_row(const WeightView& w, int64_t r, int64_t c0, int64_t len, float*
 // How far ahead of the rows being computed the GEMV prefetches into L2.
 constexpr int64_t kGemvFarBytes = 128 << 10;
 
+// Where the far prefetch goes on once it passes the end of the weight being read: the bytes
+// [p, end) of the next weight in this thread's share of a gemv_batch (null: none). A decode
+// step reads many small weights one after another (an expert's matrix is 1-2 MB in the bench
+// model), and without this the first kGemvFarBytes of each came in by demand misses
+// (bench_ops' decode step from memory, 2 threads: int4 experts 27.6 -> 37-40 GB/s, FP8 45 ->
+// 47-49; --int4-all decode of the bench model +10%).
+struct FarNext {
+  const char* p = nullptr;
+  const char* end = nullptr;
+};
+static thread_local FarNext t_far_next;
+
+// Prefetch into L2 the byte kGemvFarBytes past p (a byte of a weight that ends at end), or the
+// byte as far into the next weight.
+inline void far_prefetch(const char* p, const char* end) {
+  if (p + kGemvFarBytes < end) {
+    __builtin_prefetch(p + kGemvFarBytes, 0, 1);
+  } else if (const FarNext& n = t_far_next; n.p) {
+    const ptrdiff_t over = p + kGemvFarBytes - end;
+    if (over < n.end - n.p) __builtin_prefetch(n.p + over, 0, 1);
+  }
+}
+
 struct GemvJob {
   MatmulJob m;           // x already scaled by 2^k for FP8
   float vec_unit = 1;    // FP8: 2^(120-k), for sums of x2m120 products
@@ -189,8 +212,8 @@ inline typename I::V load_gemv_w(const void* row, int64_t j) {
 // then finds them), and the bytes
 // kGemvFarBytes further on into L2, enough ahead to cover DRAM latency under load (measured on
 // the 5.7 GB MoE bench model, 2 threads: +15% decode over the L1 prefetch alone; 16 KB and
-// 512 KB helped less). The far prefetch stops at the end of the matrix, so it never pulls in
-// bytes of tensors this step does not read (other experts).
+// 512 KB helped less). Past the end of the matrix it goes on into the next weight this thread
+// reads (t_far_next), never into bytes of tensors the step does not read (other experts).
 // A GEMV's per row and token running sums: vector lanes and scalar tails, zeroed.
 template <class I, int NR, int NT>
 struct GemvTotals {
@@ -240,7 +263,7 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
       const uintptr_t a0 = reinterpret_cast<uintptr_t>(rb + col_bytes<DT>(k0));
       for (const char* p = rb + col_bytes<DT>(k0) + ((64 - a0 % 64) % 64); p < rb + col_bytes<DT>(kend); p += 64) {
         __builtin_prefetch(p + ahead);  // into L1, for the next row group
-        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);  // into L2
+        far_prefetch(p, end);  // into L2
       }
     }
     V acc[NR][NT];
@@ -307,7 +330,7 @@ struct I4Rows {
       for (int i = 0; i < NR; ++i) {
         const char* p = reinterpret_cast<const char*>(row[i]) + b;
         __builtin_prefetch(p + NR * rb);
-        if (p + kGemvFarBytes < end) __builtin_prefetch(p + kGemvFarBytes, 0, 1);
+        far_prefetch(p, end);
       }
   }
 };
@@ -527,30 +550,12 @@ int64_t gemv_scratch(const MatmulJob& m) {
 }
 
 // x [K] of one token as gemv_block_i4_vnni's int8 parts, lane corrections and chunk units (x
-// finite).
-inline void quantize_x_vnni(const float* x, int64_t K, int8_t* parts, float* units) {
+// finite), chunk by chunk (quantize_vnni_chunk in kernels.h; its AVX-512 form where it runs).
+template <class I>
+void quantize_x_vnni(const float* x, int64_t K, int8_t* parts, float* units) {
   for (int64_t ch = 0; ch < K / kVnniChunk; ++ch) {
-    const float* xc = x + ch * kVnniChunk;
-    float amax = 0;
-    for (int64_t k = 0; k < kVnniChunk; ++k) amax = std::fmax(amax, std::fabs(xc[k]));
-    const float u = amax > 0 ? 127.0f / amax : 0.0f;
-    units[ch] = amax > 0 ? amax / (127.0f * 16384.0f) : 0.0f;
-    int8_t* p = parts + ch * kVnniChunkBytes;
-    int32_t lane8[16] = {};  // 8 x the lane's sum of a1 2^14 + a2 2^7 + a3
-    for (int64_t k = 0; k < kVnniChunk; ++k) {
-      // v = a1 + a2 2^-7 + a3 2^-14 + error: each remainder is exact in float.
-      float v = std::clamp(xc[k] * u, -127.0f, 127.0f);
-      const int64_t at = (k & 1) * 64 + k / 2;  // even columns, then odd, as the nibbles come
-      int32_t whole = 0;
-      for (int q = 0; q < 3; ++q) {
-        const float a = std::nearbyint(v);
-        p[q * 128 + at] = static_cast<int8_t>(a);
-        whole = whole * 128 + static_cast<int32_t>(a);
-        v = (v - a) * 128.0f;
-      }
-      lane8[k / 8] += 8 * whole;
-    }
-    std::memcpy(p + 3 * 128, lane8, sizeof lane8);
+    if constexpr (kI4Vnni<I>) I::quantize_chunk(x + ch * kVnniChunk, parts + ch * kVnniChunkBytes, units + ch);
+    else quantize_vnni_chunk(x + ch * kVnniChunk, parts + ch * kVnniChunkBytes, units + ch);
   }
 }
 
@@ -570,7 +575,7 @@ GemvJob prepare_gemv(const MatmulJob& m, float* xs) {
     for (int64_t t = 0; t < m.n; ++t) {
       const float* xr = m.x + t * m.ldx;
       if (vnni) {
-        quantize_x_vnni(xr, K, parts + t * nch * kVnniChunkBytes, units + t * nch);
+        quantize_x_vnni<I>(xr, K, parts + t * nch * kVnniChunkBytes, units + t * nch);
         continue;
       }
       float* q = xs + t * K;
@@ -624,6 +629,8 @@ template <class I>
 void gemv_batch(std::span<const MatmulJob> jobs) {
   struct Task {
     int64_t job, r0, r1, bytes;
+    int64_t next_job;               // the first task of the next job
+    const char *begin, *view_end;   // this task's first weight byte; its weight's end
   };
   thread_local std::vector<Task> tasks;
   thread_local std::vector<GemvJob> prepared;
@@ -659,11 +666,13 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
     const int64_t row_bytes = max64(1, m.w.dtype == DType::I4 ? m.w.packed_row_bytes() : m.w.cols * static_cast<int64_t>(dtype_size(m.w.dtype)));
     const int64_t step = (max64(1, kGemvTaskBytes / row_bytes) + 7) / 8 * 8;  // whole row octets
     const int64_t ji = static_cast<int64_t>(prepared.size()) - 1;
+    const char* base = static_cast<const char*>(m.w.data) + m.w.row0 * row_bytes;
     for (int64_t r = 0; r < m.w.rows; r += step) {
       const int64_t r1 = min64(r + step, m.w.rows);
-      tasks.push_back({ji, r, r1, (r1 - r) * row_bytes});
+      tasks.push_back({ji, r, r1, (r1 - r) * row_bytes, 0, base + r * row_bytes, base + m.w.rows * row_bytes});
       total += (r1 - r) * row_bytes;
     }
+    for (size_t k = tasks.size(); k-- > 0 && tasks[k].job == ji;) tasks[k].next_job = static_cast<int64_t>(tasks.size());
     work += m.w.rows * m.w.cols * m.n;
   }
   const int64_t count = static_cast<int64_t>(tasks.size());
@@ -693,8 +702,13 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   parallel_for(nt, nt, [&](int64_t th) {
     for (int64_t k = 0; k < nt; ++k) {
       Share& s = sh[(th + k) % nt];
-      for (int64_t i; (i = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;) gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
+      for (int64_t i; (i = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;) {
+        const int64_t nx = t[i].next_job;  // in this share: read by this thread next
+        t_far_next = nx < s.end ? FarNext{t[nx].begin, t[nx].view_end} : FarNext{};
+        gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
+      }
     }
+    t_far_next = FarNext{};
   });
 }
 
@@ -934,8 +948,20 @@ void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0,
   // I4: a chunk inside one group takes its scale in the multiplier; otherwise (groups of 32 or
   // 64) each vector, which lies inside one group, is scaled as it is loaded.
   const bool chunk_scale = DT != DType::I4 || w.group % (kTVecs * I::W) == 0;
+  // Each row gives this chunk only 64-512 bytes (I4: one cache line) before the walk moves a
+  // whole row on, a stride the hardware prefetcher follows late (absorbed attention over an I4
+  // kv_b: 6.9% -> 2.8% of --int4-all decode on the bench model, perf). So each walk fetches its
+  // bytes kAhead rows ahead, and the first
+  // chunk's walk whole rows: run in order on one thread (attention's per-head calls), the walks
+  // of the other chunks then find theirs in cache.
+  constexpr int64_t kAhead = 16;
+  const int64_t f0 = c0 == 0 ? 0 : col_bytes<DT>(c0), f1 = c0 == 0 ? col_bytes<DT>(w.cols) : col_bytes<DT>(c0 + kTVecs * I::W);
   for (int64_t r = 0; r < w.rows; ++r) {
     const void* row = row_ptr<DT>(w, r);
+    if (r + kAhead < w.rows) {
+      const char* ahead = static_cast<const char*>(row_ptr<DT>(w, r + kAhead));
+      for (int64_t b = f0; b < f1; b += 64) __builtin_prefetch(ahead + b);
+    }
     float m = 1.0f;
     if constexpr (DT == DType::F8_E4M3) m = scale_at(w, r, c0) * kFp8VecUnit;
     if constexpr (DT == DType::I4)

@@ -4,7 +4,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -165,6 +167,29 @@ void parallel_for_fn(int nt, int64_t count, bool dynamic, void (*fn)(void*, int6
 namespace detail {
 
 int threads_for(int64_t work) { return work < (int64_t{1} << 16) ? 1 : num_threads(); }
+
+void quantize_vnni_chunk(const float* xc, int8_t* p, float* unit) {
+  constexpr int64_t C = 128;
+  float amax = 0;
+  for (int64_t k = 0; k < C; ++k) amax = std::fmax(amax, std::fabs(xc[k]));
+  const float u = amax > 0 ? 127.0f / amax : 0.0f;
+  *unit = amax > 0 ? amax / (127.0f * 16384.0f) : 0.0f;
+  int32_t lane8[16] = {};  // 8 x the lane's sum of a1 2^14 + a2 2^7 + a3
+  for (int64_t k = 0; k < C; ++k) {
+    // v = a1 + a2 2^-7 + a3 2^-14 + error: each remainder is exact in float.
+    float v = std::clamp(xc[k] * u, -127.0f, 127.0f);
+    const int64_t at = (k & 1) * 64 + k / 2;  // even columns, then odd, as the nibbles come
+    int32_t whole = 0;
+    for (int q = 0; q < 3; ++q) {
+      const float a = std::nearbyint(v);
+      p[q * C + at] = static_cast<int8_t>(a);
+      whole = whole * 128 + static_cast<int32_t>(a);
+      v = (v - a) * 128.0f;
+    }
+    lane8[k / 8] += 8 * whole;
+  }
+  std::memcpy(p + 3 * C, lane8, sizeof lane8);
+}
 
 float* scratch(int slot, size_t n) {
   constexpr int kSlots = 4;
