@@ -702,10 +702,18 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
   parallel_for(nt, nt, [&](int64_t th) {
     for (int64_t k = 0; k < nt; ++k) {
       Share& s = sh[(th + k) % nt];
-      for (int64_t i; (i = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;) {
-        const int64_t nx = t[i].next_job;  // in this share: read by this thread next
-        t_far_next = nx < s.end ? FarNext{t[nx].begin, t[nx].view_end} : FarNext{};
-        gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
+      for (;;) {
+        // The owner takes a quarter of what is left of its share at a time, a helper one task:
+        // a locked add per 64 KB task cost 2-3% of FP8 decode (perf: it waits for the far
+        // prefetches in flight), while the last tasks still go one by one to whoever is free.
+        const int64_t take = k == 0 ? max64(1, (s.end - s.next.load(std::memory_order_relaxed)) / 4) : 1;
+        const int64_t i0 = s.next.fetch_add(take, std::memory_order_relaxed), i1 = min64(i0 + take, s.end);
+        if (i0 >= s.end) break;
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t nx = t[i].next_job;  // in this share: read by this thread next
+          t_far_next = nx < s.end ? FarNext{t[nx].begin, t[nx].view_end} : FarNext{};
+          gemv_range<I>(pj[t[i].job], t[i].r0, t[i].r1);
+        }
       }
     }
     t_far_next = FarNext{};
