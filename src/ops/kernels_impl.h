@@ -704,8 +704,8 @@ void gemv_batch(std::span<const MatmulJob> jobs) {
       Share& s = sh[(th + k) % nt];
       for (;;) {
         // The owner takes a quarter of what is left of its share at a time, a helper one task:
-        // a locked add per 64 KB task cost 2-3% of FP8 decode (perf: it waits for the far
-        // prefetches in flight), while the last tasks still go one by one to whoever is free.
+        // perf put 2-3% of FP8 decode on a locked add per 64 KB task (stalled behind the
+        // memory traffic in flight), while the last tasks still go one by one to whoever is free.
         const int64_t take = k == 0 ? max64(1, (s.end - s.next.load(std::memory_order_relaxed)) / 4) : 1;
         const int64_t i0 = s.next.fetch_add(take, std::memory_order_relaxed), i1 = min64(i0 + take, s.end);
         if (i0 >= s.end) break;
