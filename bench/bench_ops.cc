@@ -205,6 +205,23 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The GEMV from L2 (one thread, one token, 256 rows x 2048: 512 KB in FP8, 1 MB in BF16,
+  // 256 KB in int4): what one core computes when memory is not in the way, i.e. the most decode
+  // can read per core, whatever the bandwidth.
+  std::printf("\nGEMV from L2: 1 token, 1 thread, [256, 2048]\n");
+  for (DType dt : {DType::F8_E4M3, DType::BF16, DType::I4}) {
+    Weight w = make_weight(dt, 256, 2048);
+    std::vector<float> x(2048, 0.5f), y(256);
+    ops::set_num_threads(1);
+    const Timing s = time_best([&] {
+      for (int k = 0; k < 100; ++k) ops::matmul(x.data(), 1, 2048, w.view, y.data(), 256);
+    });
+    ops::set_num_threads(0);
+    const double gw = 100 * 256 * 2048.0 / s.wall / 1e9;
+    std::printf("  %-8s %6.1f G weights/s = %5.1f GB/s of weights\n", dtype_name(dt), gw,
+                gw * (dt == DType::I4 ? 0.5 : static_cast<double>(dtype_size(dt))));
+  }
+
   std::printf("\nprefill, all %d threads; 'cpu' columns: one thread, by its CPU time\n", cores);
   std::printf("%-8s %-12s %4s %9s %9s %10s %13s\n", "dtype", "W [R, C]", "n", "ms", "GFLOP/s", "tok/s",
               "cpu GFLOP/s");
