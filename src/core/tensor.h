@@ -97,8 +97,10 @@ struct WeightView {
   int64_t scale_cols() const { return (cols + kFp8Block - 1) / kFp8Block; }
   int64_t packed_row_bytes() const { return (cols + 7) / 8 * 4; }
   int64_t group_cols() const { return group > 0 ? (cols + group - 1) / group : 0; }
-  // I4: element i of the full group_scale array, as float.
-  float group_scale_value(size_t i) const {
+  // I4: element i of the full group_scale array, as float. Always inlined: the SIMD kernel files
+  // (-mavx512*) call these two, and an out-of-line copy emitted there would be a weak symbol
+  // with AVX code that the linker may pick for every caller (tests/isa_symbols.sh).
+  [[gnu::always_inline]] float group_scale_value(size_t i) const {
     switch (group_scale_dtype) {
       case DType::F32: return static_cast<const float*>(group_scale)[i];
       case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(group_scale)[i]);
@@ -106,7 +108,7 @@ struct WeightView {
     }
   }
   // I4: scale of view row r, column c.
-  float group_scale_at(int64_t r, int64_t c) const {
+  [[gnu::always_inline]] float group_scale_at(int64_t r, int64_t c) const {
     return group_scale_value(static_cast<size_t>((row0 + r) * group_cols() + c / group));
   }
   // Rows [r0, r0+n) of this view; no data is copied.
