@@ -947,15 +947,17 @@ constexpr int kTVecs = 8;
 // the per-row multiplier x[t, r] * s * 2^8 carries the block scale; no NaN codes allowed (the
 // conversion maps them to numbers), so FP8 weights take this path only when checked. I4 rounds
 // differently from its dequantised rows: (x * s) * q instead of x * (q * s).
-template <class I, DType DT, int NT>
+// A partial chunk's whole vectors take the same path VECS = 4, 2, 1 at a time (pieces start at
+// multiples of their width, so each stays inside a scale block or group as a chunk does).
+template <class I, DType DT, int NT, int VECS = kTVecs>
 void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0, float* y, int64_t ldy) {
   using V = typename I::V;
-  V acc[NT][kTVecs];
+  V acc[NT][VECS];
   for (int t = 0; t < NT; ++t)
-    for (int v = 0; v < kTVecs; ++v) acc[t][v] = I::zero();
+    for (int v = 0; v < VECS; ++v) acc[t][v] = I::zero();
   // I4: a chunk inside one group takes its scale in the multiplier; otherwise (groups of 32 or
   // 64) each vector, which lies inside one group, is scaled as it is loaded.
-  const bool chunk_scale = DT != DType::I4 || w.group % (kTVecs * I::W) == 0;
+  const bool chunk_scale = DT != DType::I4 || w.group % (VECS * I::W) == 0;
   // Each row gives this chunk only 64-512 bytes (I4: one cache line) before the walk moves a
   // whole row on, a stride the hardware prefetcher follows late (absorbed attention over an I4
   // kv_b: 6.9% -> 2.8% of --int4-all decode on the bench model, perf). So each walk fetches its
@@ -963,7 +965,7 @@ void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0,
   // chunk's walk whole rows: run in order on one thread (attention's per-head calls), the walks
   // of the other chunks then find theirs in cache.
   constexpr int64_t kAhead = 16;
-  const int64_t f0 = c0 == 0 ? 0 : col_bytes<DT>(c0), f1 = c0 == 0 ? col_bytes<DT>(w.cols) : col_bytes<DT>(c0 + kTVecs * I::W);
+  const int64_t f0 = c0 == 0 ? 0 : col_bytes<DT>(c0), f1 = c0 == 0 ? col_bytes<DT>(w.cols) : col_bytes<DT>(c0 + VECS * I::W);
   for (int64_t r = 0; r < w.rows; ++r) {
     const void* row = row_ptr<DT>(w, r);
     if (r + kAhead < w.rows) {
@@ -976,7 +978,7 @@ void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0,
       if (chunk_scale) m = w.group_scale_at(r, c0);
     V b[NT];
     for (int t = 0; t < NT; ++t) b[t] = I::set1(x[t * ldx + r] * m);
-    for (int v = 0; v < kTVecs; ++v) {
+    for (int v = 0; v < VECS; ++v) {
       V wv = load_w<I, DT>(row, c0 + v * I::W);
       if constexpr (DT == DType::I4)
         if (!chunk_scale) wv = I::mul(wv, I::set1(w.group_scale_at(r, c0 + v * I::W)));
@@ -984,34 +986,47 @@ void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0,
     }
   }
   for (int t = 0; t < NT; ++t)
-    for (int v = 0; v < kTVecs; ++v) I::storeu(y + t * ldy + c0 + v * I::W, acc[t][v]);
+    for (int v = 0; v < VECS; ++v) I::storeu(y + t * ldy + c0 + v * I::W, acc[t][v]);
+}
+
+// Columns [c0, c0 + VECS W) of y for all n tokens, G tokens per register pass.
+template <class I, DType DT, int VECS>
+void matmul_t_piece(const float* x, int64_t n, int64_t ldx, const WeightView& w, int64_t c0, float* y, int64_t ldy) {
+  constexpr int G = I::kTTokens;  // tokens per register pass
+  static_assert(G >= 1 && G <= 3);
+  for (int64_t t = 0; t < n; t += G) {
+    const float* xt = x + t * ldx;
+    float* yt = y + t * ldy;
+    switch (min64(G, n - t)) {
+      case 1: matmul_t_regs<I, DT, 1, VECS>(xt, ldx, w, c0, yt, ldy); break;
+      case 2: if constexpr (G >= 2) matmul_t_regs<I, DT, 2, VECS>(xt, ldx, w, c0, yt, ldy); break;
+      case 3: if constexpr (G >= 3) matmul_t_regs<I, DT, 3, VECS>(xt, ldx, w, c0, yt, ldy); break;
+      default: break;
+    }
+  }
 }
 
 template <class I, DType DT>
 void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, float* y, int64_t ldy) {
-  constexpr int64_t CW = kTVecs * I::W;
-  constexpr int G = I::kTTokens;  // tokens per register pass
-  static_assert(G >= 1 && G <= 3);
+  constexpr int64_t CW = kTVecs * I::W, W = I::W;
   // I4 in registers needs each vector inside one group (see matmul_t_regs).
   const bool regs_ok = (DT != DType::I4 || w.group % I::W == 0) && (DT != DType::F8_E4M3 || w.nan_state == 1);
   const int64_t chunks = (w.cols + CW - 1) / CW;
   const int nt = threads_for(w.rows * w.cols * n);
   parallel_for(nt, chunks, [&](int64_t ch) {
-    const int64_t c0 = ch * CW, L = min64(CW, w.cols - c0);
-    if (regs_ok && L == CW) {
-      for (int64_t t = 0; t < n; t += G) {
-        const float* xt = x + t * ldx;
-        float* yt = y + t * ldy;
-        switch (min64(G, n - t)) {
-          case 1: matmul_t_regs<I, DT, 1>(xt, ldx, w, c0, yt, ldy); break;
-          case 2: if constexpr (G >= 2) matmul_t_regs<I, DT, 2>(xt, ldx, w, c0, yt, ldy); break;
-          case 3: if constexpr (G >= 3) matmul_t_regs<I, DT, 3>(xt, ldx, w, c0, yt, ldy); break;
-          default: break;
-        }
-      }
-      return;
+    int64_t c0 = ch * CW, L = min64(CW, w.cols - c0);
+    if (regs_ok) {
+      if (L == CW) return matmul_t_piece<I, DT, kTVecs>(x, n, ldx, w, c0, y, ldy);
+      // A partial chunk (the latent cache's last 64 of V3's 576 columns; all of a small
+      // model's): its whole vectors in pieces of 4, 2, 1 (was all by the row-wise path below:
+      // 8% of the demo model's decode at 500 positions).
+      if (L >= 4 * W) matmul_t_piece<I, DT, 4>(x, n, ldx, w, c0, y, ldy), c0 += 4 * W, L -= 4 * W;
+      if (L >= 2 * W) matmul_t_piece<I, DT, 2>(x, n, ldx, w, c0, y, ldy), c0 += 2 * W, L -= 2 * W;
+      if (L >= W) matmul_t_piece<I, DT, 1>(x, n, ldx, w, c0, y, ldy), c0 += W, L -= W;
+      if (L == 0) return;
     }
-    // Partial chunk, or FP8 not known to be NaN-free: dequantise each row (checked), then add.
+    // The rest of a partial chunk (fewer than W columns), or FP8 not known to be NaN-free:
+    // dequantise each row (checked), then add.
     float* buf = scratch(1, static_cast<size_t>(CW));
     for (int64_t t = 0; t < n; ++t)
       for (int64_t j = 0; j < L; ++j) y[t * ldy + c0 + j] = 0.0f;
