@@ -1016,13 +1016,25 @@ void matmul_t_dt(const float* x, int64_t n, int64_t ldx, const WeightView& w, fl
   parallel_for(nt, chunks, [&](int64_t ch) {
     int64_t c0 = ch * CW, L = min64(CW, w.cols - c0);
     if (regs_ok) {
-      if (L == CW) return matmul_t_piece<I, DT, kTVecs>(x, n, ldx, w, c0, y, ldy);
+      if (L == CW) {
+        matmul_t_piece<I, DT, kTVecs>(x, n, ldx, w, c0, y, ldy);
+        return;
+      }
       // A partial chunk (the latent cache's last 64 of V3's 576 columns; all of a small
       // model's): its whole vectors in pieces of 4, 2, 1 (was all by the row-wise path below:
       // 8% of the demo model's decode at 500 positions).
-      if (L >= 4 * W) matmul_t_piece<I, DT, 4>(x, n, ldx, w, c0, y, ldy), c0 += 4 * W, L -= 4 * W;
-      if (L >= 2 * W) matmul_t_piece<I, DT, 2>(x, n, ldx, w, c0, y, ldy), c0 += 2 * W, L -= 2 * W;
-      if (L >= W) matmul_t_piece<I, DT, 1>(x, n, ldx, w, c0, y, ldy), c0 += W, L -= W;
+      if (L >= 4 * W) {
+        matmul_t_piece<I, DT, 4>(x, n, ldx, w, c0, y, ldy);
+        c0 += 4 * W, L -= 4 * W;
+      }
+      if (L >= 2 * W) {
+        matmul_t_piece<I, DT, 2>(x, n, ldx, w, c0, y, ldy);
+        c0 += 2 * W, L -= 2 * W;
+      }
+      if (L >= W) {
+        matmul_t_piece<I, DT, 1>(x, n, ldx, w, c0, y, ldy);
+        c0 += W, L -= W;
+      }
       if (L == 0) return;
     }
     // The rest of a partial chunk (fewer than W columns), or FP8 not known to be NaN-free:
