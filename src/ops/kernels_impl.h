@@ -961,9 +961,8 @@ void matmul_t_regs(const float* x, int64_t ldx, const WeightView& w, int64_t c0,
   // Each row gives this chunk only 64-512 bytes (I4: one cache line) before the walk moves a
   // whole row on, a stride the hardware prefetcher follows late (absorbed attention over an I4
   // kv_b: 6.9% -> 2.8% of --int4-all decode on the bench model, perf). So each walk fetches its
-  // bytes kAhead rows ahead, and the first
-  // chunk's walk whole rows: run in order on one thread (attention's per-head calls), the walks
-  // of the other chunks then find theirs in cache.
+  // bytes kAhead rows ahead, and the first chunk's walk whole rows: run in order on one thread
+  // (attention's per-head calls), the walks of the other chunks then find theirs in cache.
   constexpr int64_t kAhead = 16;
   const int64_t f0 = c0 == 0 ? 0 : col_bytes<DT>(c0), f1 = c0 == 0 ? col_bytes<DT>(w.cols) : col_bytes<DT>(c0 + VECS * I::W);
   for (int64_t r = 0; r < w.rows; ++r) {
