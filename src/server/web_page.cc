@@ -134,7 +134,11 @@ async function send(text) {
   if ($("api_key").value) headers.Authorization = "Bearer " + $("api_key").value;
   controller = new AbortController();
   $("send").disabled = true; $("stopbtn").disabled = false;
-  let answer = "", finish = null, usage = null;
+  let answer = "", finish = null, usage = null, frame = 0;
+  // The answer is drawn once per frame, not per token: a fast model streams thousands of tokens a
+  // second, and setting the text and scrolling per token laid the page out each time (quadratic
+  // in the answer's length), which starved the page's frames.
+  const paint = () => { frame = 0; out.textContent = answer; $("messages").scrollTop = $("messages").scrollHeight; };
   const t0 = performance.now();
   try {
     const res = await fetch("/v1/chat/completions", { method: "POST", headers, body: JSON.stringify(body),
@@ -162,10 +166,10 @@ async function send(text) {
           if (j.error) throw new Error(j.error.message);
           if (j.usage) usage = j.usage;
           for (const ch of j.choices || []) {
-            if (ch.delta && ch.delta.content) { answer += ch.delta.content; out.textContent = answer; }
+            if (ch.delta && ch.delta.content) answer += ch.delta.content;
             if (ch.finish_reason) finish = ch.finish_reason;
           }
-          $("messages").scrollTop = $("messages").scrollHeight;
+          if (!frame) frame = requestAnimationFrame(paint);
         }
       }
     }
@@ -173,6 +177,8 @@ async function send(text) {
     if (e.name === "AbortError") finish = "stopped";
     else { out.className = "msg error"; out.textContent = (answer ? answer + "\n\n" : "") + "Error: " + e.message; }
   }
+  if (frame) cancelAnimationFrame(frame);  // no await since the catch: a frame cannot have run between
+  if (!out.classList.contains("error")) paint();  // the last tokens, drawn now (frames pause in hidden tabs)
   out.classList.remove("streaming");
   const secs = (performance.now() - t0) / 1000;
   if (!out.classList.contains("error")) {

@@ -16,7 +16,7 @@ pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 cp -r "${DSV3_FIXTURES:?}/e2e-bf16" "$tmp/model"
 cp "${DSV3_TOKENIZER_DIR:?}/tokenizer.json" "$tmp/model/"
-"$BIN" serve -m "$tmp/model" --port 0 --ctx 2048 --max-batch 2 >"$tmp/out" 2>"$tmp/err" &
+"$BIN" serve -m "$tmp/model" --port 0 --ctx 16384 --max-batch 2 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 1 600); do
   grep -q "listening on" "$tmp/out" 2>/dev/null && break

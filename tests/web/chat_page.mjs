@@ -47,8 +47,6 @@ try {
   await page.fill("#input", "Hello! Who are you?");
   await page.press("#input", "Enter");
   await page.waitForSelector(".msg.assistant:not(.streaming) .meta", { timeout: 120000 });
-  const lens = await page.evaluate(() => window.__lens);
-  check(lens.length >= 2, `answer grew while streaming (${lens.length} partial lengths)`);
   const answer = await page.$eval(".msg.assistant", (e) => e.firstChild.textContent);
   const meta = await page.$eval(".msg.assistant .meta", (e) => e.textContent);
   check(answer.length > 0, `streamed answer (${JSON.stringify(answer.slice(0, 40))}...)`);
@@ -72,14 +70,16 @@ try {
   check((await page.$$(".msg.user")).length === 2, "two user messages shown");
   check((await page.$$("#history li")).length === 2, "two conversations in history");
 
-  // Stop button: a long answer is cut off.
-  await page.fill("#max_tokens", "1500");
+  // Stop button: a long answer, seen growing while it streams, is cut off. (Checked here, not on
+  // the 24-token answer above: that one can arrive in one burst on a fast machine, and 1,500
+  // tokens could finish before a click on a busy one; this fixture decodes ~2,000 tok/s.)
+  await page.fill("#max_tokens", "12000");
+  await page.evaluate(() => { window.__lens = []; });
   await page.fill("#input", "Tell me a long story.");
   await page.press("#input", "Enter");
-  await page.waitForFunction(() => {
-    const b = document.querySelectorAll(".msg.assistant");
-    return b.length === 3 && b[2].textContent.length > 0;
-  }, null, { timeout: 120000 });
+  // Polled by timer: the default (animation frames) starves while the page renders a fast stream.
+  await page.waitForFunction(() => window.__lens.length >= 3, null, { timeout: 120000, polling: 100 });
+  check(true, "answer grew while streaming");
   await page.click("#stopbtn");
   await page.waitForFunction(() => document.querySelectorAll(".msg.assistant .meta").length === 3, null, { timeout: 30000 });
   const meta3 = await page.$$eval(".msg.assistant .meta", (es) => es[2].textContent);
