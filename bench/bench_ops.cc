@@ -175,7 +175,6 @@ int main(int argc, char** argv) {
   // 336 MB in FP8) and from L3 (1 layer, 42 MB... as far as L3 holds it). FP8, and int4 (group
   // 128; the VNNI GEMV where the CPU has it), whose bytes are the packed weights.
   for (DType dt : {DType::F8_E4M3, DType::I4}) {
-    const double wbytes = dt == DType::I4 ? 0.5 : 1.0;
     std::printf("\ndecode step: 1 token, %s experts [1024, 2048] x 14 + [2048, 1024] x 7 per layer\n", dtype_name(dt));
     for (int layers : {8, 1}) {
       std::vector<Weight> ws;
@@ -183,6 +182,8 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 14; ++i) ws.push_back(make_weight(dt, 1024, 2048));
         for (int i = 0; i < 7; ++i) ws.push_back(make_weight(dt, 2048, 1024));
       }
+      double bytes = 0;  // weight bytes (int4: packed), scales aside
+      for (const Weight& w : ws) bytes += static_cast<double>(w.bytes.size());
       std::vector<float> x(2048 * 7, 0.5f), y(2048 * 14);
       std::vector<ops::MatmulJob> up, down;  // per layer: up [14 l, 14 l + 14), down [7 l, 7 l + 7)
       for (int l = 0; l < layers; ++l) {
@@ -197,9 +198,9 @@ int main(int argc, char** argv) {
             ops::matmul_batch(std::span(down).subspan(7 * l, 7));
           }
         });
-        const double weights = layers * 21 * 1024.0 * 2048.0, gbs = weights * wbytes / s.wall / 1e9;
+        const double weights = layers * 21 * 1024.0 * 2048.0, gbs = bytes / s.wall / 1e9;
         std::printf("  %d layer(s) (%3.0f MB), %d thread(s): %6.1f GB/s (%3.0f%% of measured read bandwidth), %5.1f G weights/s\n",
-                    layers, weights * wbytes / 1e6, t, gbs, 100 * gbs / bw[t], weights / s.wall / 1e9);
+                    layers, bytes / 1e6, t, gbs, 100 * gbs / bw[t], weights / s.wall / 1e9);
       }
       ops::set_num_threads(0);
     }
@@ -217,9 +218,8 @@ int main(int argc, char** argv) {
       for (int k = 0; k < 100; ++k) ops::matmul(x.data(), 1, 2048, w.view, y.data(), 256);
     });
     ops::set_num_threads(0);
-    const double gw = 100 * 256 * 2048.0 / s.wall / 1e9;
-    std::printf("  %-8s %6.1f G weights/s = %5.1f GB/s of weights\n", dtype_name(dt), gw,
-                gw * (dt == DType::I4 ? 0.5 : static_cast<double>(dtype_size(dt))));
+    std::printf("  %-8s %6.1f G weights/s = %5.1f GB/s of weights\n", dtype_name(dt), 100 * 256 * 2048.0 / s.wall / 1e9,
+                100 * static_cast<double>(w.bytes.size()) / s.wall / 1e9);
   }
 
   std::printf("\nprefill, all %d threads; 'cpu' columns: one thread, by its CPU time\n", cores);

@@ -77,7 +77,8 @@ try {
   await page.evaluate(() => { window.__lens = []; });
   await page.fill("#input", "Tell me a long story.");
   await page.press("#input", "Enter");
-  // Polled by timer: the default (animation frames) starves while the page renders a fast stream.
+  // Polled by timer, so the wait does not hang on the page's frames (it did while the page drew
+  // every token).
   await page.waitForFunction(() => window.__lens.length >= 3, null, { timeout: 120000, polling: 100 });
   check(true, "answer grew while streaming");
   await page.click("#stopbtn");
