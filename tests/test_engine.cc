@@ -189,12 +189,51 @@ TEST(Engine, DraftVocabularyLimitsDraftsNotOutput) {
       EXPECT_EQ(spec.info.accepted, std::count(plain.tokens.begin(), plain.tokens.end(), 0));
     }
     if (d > V) {
-      EXPECT_EQ(spec.info.accepted, run_alone(*m, prompt(1), greedy(24, true)).info.accepted);
+      GenerateOptions all = greedy(24, true);
+      all.draft_vocab = 0;
+      EXPECT_EQ(spec.info.accepted, run_alone(*m, prompt(1), all).info.accepted);
     }
   }
   GenerateOptions bad = greedy(4, true);
-  bad.draft_vocab = -1;
+  bad.draft_vocab = -2;
   EXPECT_THROW(run_alone(*m, prompt(1), bad), Error);
+  expect_cache_empty(*m);
+}
+
+// The automatic draft vocabulary: the first quarter of the ids (a multiple of 64, at most V),
+// until more than 1/16 of at least 16 generated tokens lie past it; explicit counts and 0 as given.
+TEST(Engine, AutoDraftVocabularyFallsBackWhenTheOutputLeavesIt) {
+  constexpr int64_t A = GenerateOptions::kDraftVocabAuto;
+  EXPECT_EQ(auto_draft_vocab(8192), 2048);
+  EXPECT_EQ(auto_draft_vocab(129280), 32320);
+  EXPECT_EQ(auto_draft_vocab(1000), 256);
+  EXPECT_EQ(auto_draft_vocab(100), 64);
+  EXPECT_EQ(auto_draft_vocab(10), 10);
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 0, 0), 2048);
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 15, 15), 2048);  // too few tokens to judge
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 16, 1), 2048);   // exactly 1/16
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 16, 2), 8192);
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 320, 20), 2048);
+  EXPECT_EQ(draft_vocab_rows(A, 8192, 320, 21), 8192);
+  EXPECT_EQ(draft_vocab_rows(0, 8192, 0, 0), 8192);
+  EXPECT_EQ(draft_vocab_rows(100, 8192, 320, 300), 100);
+  EXPECT_EQ(draft_vocab_rows(9000, 8192, 0, 0), 8192);
+}
+
+// On a model whose greedy output spreads over all ids (random weights), the automatic draft
+// vocabulary gives up its quarter after 16 tokens: from then on it drafts what the whole-vocabulary
+// head drafts, and the output is the plain one throughout.
+TEST(Engine, AutoDraftVocabularyKeepsTheOutput) {
+  auto m = v3();
+  const Result plain = run_alone(*m, prompt(1), greedy(40));
+  GenerateOptions g = greedy(40, true);
+  ASSERT_EQ(g.draft_vocab, GenerateOptions::kDraftVocabAuto);
+  const Result spec = run_alone(*m, prompt(1), g);
+  EXPECT_EQ(spec.tokens, plain.tokens);
+  const int64_t D = auto_draft_vocab(m->config().vocab_size);
+  const auto past = std::count_if(plain.tokens.begin(), plain.tokens.end(), [&](int32_t t) { return t >= D; });
+  EXPECT_GT(past * 16, static_cast<int64_t>(plain.tokens.size())) << "the test needs output past the quarter";
+  EXPECT_GT(spec.info.drafted, 0);
   expect_cache_empty(*m);
 }
 

@@ -3,6 +3,7 @@
 // --interactive mode.
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -27,7 +28,7 @@ struct GenOpts {
   float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
   float presence_penalty = 0.0f, frequency_penalty = 0.0f;
   int top_k = 0;
-  int64_t draft_vocab = 0;
+  std::string draft_vocab = "auto";
   uint64_t seed = 0;
   bool chat = false, ignore_eos = false, json = false, no_bos = false;
   std::vector<std::string> stop;
@@ -48,8 +49,9 @@ void add_sampling_args(CLI::App& app, GenOpts& o) {
   app.add_option("--speculative", o.speculative, "'mtp': MTP speculative decoding (greedy output is unchanged)");
   app.add_option("--draft-vocab", o.draft_vocab,
                  "With --speculative mtp: drafts pick among the first N token ids only (BPE ids follow merge "
-                 "order, so these are the frequent tokens); a cheaper draft head for small models. 0 = all")
-      ->check(CLI::NonNegativeNumber);
+                 "order, so these are the frequent tokens), a cheaper draft head; 0 = all ids; auto = the first "
+                 "quarter, or all once more than 1/16 of the output lies past it (the output is the same either way)")
+      ->capture_default_str();
 }
 
 GenerateOptions to_options(const GenOpts& o) {
@@ -66,7 +68,14 @@ GenerateOptions to_options(const GenOpts& o) {
   g.ignore_eos = o.ignore_eos;
   if (!o.speculative.empty() && o.speculative != "mtp") fail("--speculative: only 'mtp' is supported");
   g.speculative = o.speculative == "mtp";
-  g.draft_vocab = o.draft_vocab;
+  if (o.draft_vocab != "auto") {
+    const std::string& t = o.draft_vocab;
+    int64_t d = -1;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), d);
+    if (ec != std::errc() || end != t.data() + t.size() || d < 0)
+      fail("--draft-vocab: expected auto or a count >= 0 (0 = all ids), got '{}'", t);
+    g.draft_vocab = d;
+  }
   return g;
 }
 

@@ -24,6 +24,14 @@ uint64_t hash_block(uint64_t parent, const int32_t* toks, int64_t n) {
 }
 }  // namespace
 
+int64_t auto_draft_vocab(int64_t V) { return std::min(V, ((V + 3) / 4 + 63) / 64 * 64); }
+
+int64_t draft_vocab_rows(int64_t draft_vocab, int64_t V, int64_t generated, int64_t past) {
+  if (draft_vocab > 0) return std::min(draft_vocab, V);
+  if (draft_vocab == 0 || (generated >= 16 && past * 16 > generated)) return V;
+  return auto_draft_vocab(V);
+}
+
 struct Engine::Seq {
   int64_t id = 0;
   std::vector<int32_t> tokens;  // prompt + generated
@@ -40,6 +48,7 @@ struct Engine::Seq {
   std::vector<float> pending_hidden;
   int64_t mtp_len = 0;
   int32_t draft = -1;
+  int64_t past_draft = 0;  // generated tokens with ids >= auto_draft_vocab (see draft_vocab_rows)
   FinishInfo info;
   bool done = false;
   Clock::time_point t_start, t_first;
@@ -63,7 +72,8 @@ int64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& opt, 
   for (int32_t t : prompt)
     if (t < 0 || t >= c.vocab_size) fail("token id {} is outside the vocabulary (0..{})", t, c.vocab_size - 1);
   if (opt.max_tokens < 0) fail("max_tokens must be >= 0 (got {})", opt.max_tokens);
-  if (opt.draft_vocab < 0) fail("the draft vocabulary must be >= 0 (got {})", opt.draft_vocab);
+  if (opt.draft_vocab < GenerateOptions::kDraftVocabAuto)
+    fail("the draft vocabulary must be >= 0, or auto (got {})", opt.draft_vocab);
   const int64_t n = static_cast<int64_t>(prompt.size());
   if (n > model_.ctx()) fail("the prompt has {} tokens, more than the context of {}", n, model_.ctx());
   if (opt.logprobs > 20) fail("logprobs must be at most 20 (got {})", opt.logprobs);
@@ -194,6 +204,7 @@ bool Engine::emit(Seq& s, int32_t tok, const float* logits) {
     s.info.prefill_seconds = seconds_since(s.t_start);
   }
   s.tokens.push_back(tok);
+  if (tok >= auto_draft_vocab(model_.config().vocab_size)) ++s.past_draft;
   if (s.constraint) s.constraint->accept(tok);
   TokenLogprob lp;
   if (s.opt.logprobs >= 0) {
@@ -324,6 +335,7 @@ bool Engine::step() {
   // Consume logits row by row in input order.
   int64_t row = 0, hrow = 0;
   std::vector<float> lsm;
+  std::vector<std::pair<Seq*, const float*>> first;  // sequences whose prompt is done: last row
   for (size_t bi = 0; bi < batch.size(); ++bi) {
     Seq& s = *owners[bi];
     const SeqInput& in = batch[bi];
@@ -350,9 +362,7 @@ bool Engine::step() {
           finish(s, "length");
           continue;
         }
-        const float* last = rows + (nrows - 1) * V;
-        const int32_t t = pick(s, last);
-        emit(s, t, last);
+        first.emplace_back(&s, rows + (nrows - 1) * V);
       }
       continue;
     }
@@ -384,13 +394,33 @@ bool Engine::step() {
     }
   }
 
-  // MTP: feed the new hidden states (with the tokens that followed them) to the MTP module,
-  // which keeps its own latent cache in step and drafts the next token.
+  // A finished prompt's first token comes after the MTP module has read the prompt (all but its
+  // last position, whose next token is the first one): that is prefill work, so it counts in the
+  // time to the first token, as the main model's does, and not in decode; so do the first
+  // draft's one-time checks of the MTP weights.
+  if (!first.empty()) {
+    run_mtp(owners);
+    for (auto [s, last] : first) {
+      if (s->done) continue;  // the MTP module failed
+      const int32_t t = pick(*s, last);  // `last` becomes the masked row
+      emit(*s, t, last);
+    }
+  }
+  run_mtp(owners);
+  return true;
+}
+
+// MTP: feeds the new hidden states whose next token is known (with those tokens) to the MTP
+// module, which keeps its own latent cache in step, and drafts the token after the last one.
+void Engine::run_mtp(const std::vector<Seq*>& owners) {
+  const int64_t V = model_.config().vocab_size, H = model_.config().hidden_size;
   std::vector<SeqInput> mtp_batch;
   std::vector<Seq*> mtp_owners;
   for (Seq* s : owners) {
-    if (s->done || !s->opt.speculative || s->pending_hidden.empty()) continue;
-    const int64_t cnt = static_cast<int64_t>(s->pending_hidden.size()) / H;
+    if (s->done || !s->opt.speculative) continue;
+    const int64_t cnt = std::min(static_cast<int64_t>(s->pending_hidden.size()) / H,
+                                 static_cast<int64_t>(s->tokens.size()) - 1 - s->mtp_len);
+    if (cnt <= 0) continue;
     SeqInput in;
     in.cache = &s->cache;
     in.start = s->mtp_len;
@@ -402,15 +432,16 @@ bool Engine::step() {
   if (!mtp_batch.empty()) {
     ForwardOutput mo;
     // Head rows a sequence's drafts choose from; the batch computes the widest of them.
-    auto draft_rows = [V](const Seq& s) { return s.opt.draft_vocab > 0 ? std::min(s.opt.draft_vocab, V) : V; };
+    auto draft_rows = [V](const Seq& s) { return draft_vocab_rows(s.opt.draft_vocab, V, s.generated(), s.past_draft); };
     int64_t width = 0;
     for (Seq* s : mtp_owners) width = std::max(width, draft_rows(*s));
     try {
       model_.forward_mtp(mtp_batch, mo, width);
       for (size_t i = 0; i < mtp_owners.size(); ++i) {
         Seq& s = *mtp_owners[i];
-        s.mtp_len += static_cast<int64_t>(mtp_batch[i].tokens.size());
-        s.pending_hidden.clear();
+        const int64_t cnt = static_cast<int64_t>(mtp_batch[i].tokens.size());
+        s.mtp_len += cnt;
+        s.pending_hidden.erase(s.pending_hidden.begin(), s.pending_hidden.begin() + cnt * H);
         const bool decoding = s.processed == static_cast<int64_t>(s.tokens.size()) - 1;
         s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, draft_rows(s)) : -1;
       }
@@ -418,7 +449,6 @@ bool Engine::step() {
       for (Seq* s : mtp_owners) finish(*s, "error", e.what());
     }
   }
-  return true;
 }
 
 }  // namespace dsv3

@@ -28,14 +28,26 @@ struct GenerateOptions {
   bool speculative = false;     // MTP speculative decoding (needs an MTP module)
   // > 0: MTP drafts pick among token ids [0, draft_vocab) only, so the draft head reads that
   // share of the vocabulary (BPE ids follow merge order: the low ids are the frequent tokens, the
-  // idea of FR-Spec). Drafts only propose; the output is the same either way.
-  int64_t draft_vocab = 0;
+  // idea of FR-Spec). Drafts only propose; the output is the same either way. 0: every id.
+  // kDraftVocabAuto: see draft_vocab_rows.
+  static constexpr int64_t kDraftVocabAuto = -1;
+  int64_t draft_vocab = kDraftVocabAuto;
   int logprobs = -1;            // -1: none; else the chosen token's logprob and the top N (0..20)
   bool prompt_logprobs = false; // logprobs of every prompt token (echo / scoring)
   std::vector<int32_t> stop_ids;  // extra token ids that end generation (like EOS)
   // Constrained decoding: tokens are sampled (and logprobs computed) over the masked row.
   ConstraintFactory constraint;
 };
+
+// Head rows an MTP draft of a sequence reads, of a vocabulary of V ids, after the sequence has
+// generated `generated` tokens, `past` of them with ids >= auto_draft_vocab(V). kDraftVocabAuto:
+// the first quarter of the ids, unless more than 1/16 of at least 16 generated tokens lie past
+// it (text whose frequent tokens have high ids, e.g. another script), then all of them: a token
+// the draft cannot propose costs at most its own acceptance, so this bounds the loss. On the
+// demo model (8,192 ids) the quarter keeps acceptance (70.7% -> 71.5%) and makes the draft about
+// 0.2 plain steps cheaper (README, "Demo model").
+int64_t auto_draft_vocab(int64_t V);
+int64_t draft_vocab_rows(int64_t draft_vocab, int64_t V, int64_t generated, int64_t past);
 
 struct TokenLogprob {
   int32_t token = -1;
@@ -93,6 +105,7 @@ class Engine {
   void finish(Seq& s, const std::string& reason, const std::string& error = "");
   bool emit(Seq& s, int32_t tok, const float* logits);
   int32_t pick(Seq& s, const float*& row);
+  void run_mtp(const std::vector<Seq*>& owners);
   void lookup_prefix(Seq& s);
   void register_prefix(Seq& s);
   bool evict_one();
