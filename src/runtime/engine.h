@@ -44,8 +44,8 @@ struct GenerateOptions {
 // the first quarter of the ids, unless more than 1/16 of at least 16 generated tokens lie past
 // it (text whose frequent tokens have high ids, e.g. another script), then all of them: a token
 // the draft cannot propose costs at most its own acceptance, so this bounds the loss. On the
-// demo model (8,192 ids) the quarter keeps acceptance (70.7% -> 71.5%) and makes the draft about
-// 0.2 plain steps cheaper (README, "Demo model").
+// demo model (8,192 ids) the quarter keeps acceptance (70.7% -> 71.5%) and makes a draft cost
+// 65 us instead of 140, against 280 for a plain step (README, "Demo model").
 int64_t auto_draft_vocab(int64_t V);
 int64_t draft_vocab_rows(int64_t draft_vocab, int64_t V, int64_t generated, int64_t past);
 
