@@ -462,6 +462,34 @@ TEST(Ops, ResultsDoNotDependOnThreadCount) {
       }
 }
 
+// A decode GEMV's output does not depend on the rows and tokens computed beside it: a row alone
+// (one accumulator, one horizontal sum), among 8 to 16 rows of one token (sums 8 at a time,
+// Avx512::hsum8) and among the rows of two equal tokens give the same bits. Column counts leave
+// FP8 / I4 block and vector tails.
+TEST(Ops, GemvRowDoesNotDependOnItsNeighbours) {
+  OpsState keep;
+  std::mt19937 rng(11);
+  set_num_threads(1);
+  for (Simd s : fast_levels())
+    for (DType dt : {DType::F32, DType::BF16, DType::F8_E4M3, DType::I4})
+      for (int64_t cols : {int64_t{96}, int64_t{200}, int64_t{300}}) {
+        set_simd_level(s);
+        TestWeight w = random_weight(dt, 19, cols, rng);
+        auto x = random_vec(static_cast<size_t>(cols), rng);
+        x.insert(x.end(), x.begin(), x.end());  // two equal tokens
+        std::vector<float> y1(19), y2(2 * 19), row(1);
+        matmul(x.data(), 1, cols, w.view, y1.data(), 19);
+        matmul(x.data(), 2, cols, w.view, y2.data(), 19);
+        for (int64_t r = 0; r < 19; ++r) {
+          matmul(x.data(), 1, cols, w.view.slice_rows(r, 1), row.data(), 1);
+          const std::string at = fmt::format("{} {} cols {} row {}", simd_name(s), dtype_name(dt), cols, r);
+          EXPECT_EQ(0, std::memcmp(&row[0], &y1[static_cast<size_t>(r)], 4)) << at;
+          EXPECT_EQ(0, std::memcmp(&y1[static_cast<size_t>(r)], &y2[static_cast<size_t>(r)], 4)) << at;
+          EXPECT_EQ(0, std::memcmp(&y1[static_cast<size_t>(r)], &y2[static_cast<size_t>(19 + r)], 4)) << at;
+        }
+      }
+}
+
 TEST(Ops, RmsnormMatchesReference) {
   OpsState keep;
   std::mt19937 rng(4);

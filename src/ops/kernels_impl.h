@@ -225,14 +225,25 @@ struct GemvTotals {
   }
 };
 
+// out[i] = I::hsum(v[i]) for N vectors, 8 at a time where I has hsum8 (the same sums).
+template <class I, int N>
+inline void hsums(const typename I::V* v, float* out) {
+  int i = 0;
+  if constexpr (requires { I::hsum8(v, out); })
+    for (; i + 8 <= N; i += 8) I::hsum8(v + i, out + i);
+  for (; i < N; ++i) out[i] = I::hsum(v[i]);
+}
+
 // y[t0 + t, r + i] (+)= the lanes of tot[i][t] plus ttot[i][t]; NaN for rows nan_row flags
 // (nullptr: none).
 template <class I, int NR, int NT>
 inline void gemv_store(const GemvJob& j, int64_t t0, int64_t r, const typename I::V (&tot)[NR][NT],
                        const float (&ttot)[NR][NT], const bool* nan_row) {
+  float sum[NR][NT];
+  hsums<I, NR * NT>(&tot[0][0], &sum[0][0]);
   for (int i = 0; i < NR; ++i)
     for (int t = 0; t < NT; ++t) {
-      float v = I::hsum(tot[i][t]) + ttot[i][t];
+      float v = sum[i][t] + ttot[i][t];
       if (nan_row && nan_row[i]) v = std::numeric_limits<float>::quiet_NaN();
       float& out = j.m.y[(t0 + t) * j.m.ldy + r + i];
       out = j.m.accumulate ? out + v : v;
@@ -288,18 +299,18 @@ void gemv_block(const GemvJob& j, int64_t t0, int64_t r, const bool* nan_row) {
     for (; c < kend; ++c)
       for (int i = 0; i < NR; ++i) {
         const float wv = elem<DT>(row[i], c);
-        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
+        for (int t = 0; t < NT; ++t) tail[i][t] = std::fma(wv, x[t * ldx + c], tail[i][t]);
       }
     for (int i = 0; i < NR; ++i) {
       if constexpr (kFp8) {
         const float s = scale_at(w, r + i, k0);
         const V sv = I::set1(s * j.vec_unit);
         // (tail * s) * 2^-k: s * 2^-k alone could be subnormal.
-        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s * j.tail_unit;
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] = std::fma(tail[i][t] * s, j.tail_unit, ttot[i][t]);
       } else if constexpr (kI4) {
         const float s = w.group_scale_at(r + i, k0);
         const V sv = I::set1(s);
-        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += tail[i][t] * s;
+        for (int t = 0; t < NT; ++t) tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] = std::fma(tail[i][t], s, ttot[i][t]);
       } else {
         for (int t = 0; t < NT; ++t) tot[i][t] = I::add(tot[i][t], acc[i][t]), ttot[i][t] += tail[i][t];
       }
@@ -378,13 +389,13 @@ void gemv_block_i4(const GemvJob& j, int64_t t0, int64_t r) {
     for (; c < c1; ++c)
       for (int i = 0; i < NR; ++i) {
         const float wv = elem<DType::I4>(row[i], c);
-        for (int t = 0; t < NT; ++t) tail[i][t] += wv * x[t * ldx + c];
+        for (int t = 0; t < NT; ++t) tail[i][t] = std::fma(wv, x[t * ldx + c], tail[i][t]);
       }
     for (int i = 0; i < NR; ++i) {
       const float s = w.group_scale_value(rows.srow[i] + static_cast<size_t>(g));
       const V sv = I::set1(s);
       for (int t = 0; t < NT; ++t)
-        tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] += (tail[i][t] - 8.0f * gs[t * gc + g]) * s;
+        tot[i][t] = I::fma(acc[i][t], sv, tot[i][t]), ttot[i][t] = std::fma(std::fma(-8.0f, gs[t * gc + g], tail[i][t]), s, ttot[i][t]);
     }
   }
   gemv_store<I, NR, NT>(j, t0, r, tot, ttot, nullptr);
@@ -442,8 +453,8 @@ void gemv_block_i4_vnni(const GemvJob& j, int64_t t0, int64_t r) {
       for (int i = 0; i < NR; ++i)
         for (int t = 0; t < NT; ++t) {
           float tail = 0;
-          for (int64_t k = c; k < c1; ++k) tail += elem<DType::I4>(row[i], k) * x[t * ldx + k];
-          ttot[i][t] += tail * s[i];
+          for (int64_t k = c; k < c1; ++k) tail = std::fma(elem<DType::I4>(row[i], k), x[t * ldx + k], tail);
+          ttot[i][t] = std::fma(tail, s[i], ttot[i][t]);
         }
   }
   gemv_store<I, NR, NT>(j, t0, r, tot, ttot, nullptr);
