@@ -220,9 +220,9 @@ TEST(Engine, AutoDraftVocabularyFallsBackWhenTheOutputLeavesIt) {
   EXPECT_EQ(draft_vocab_rows(9000, 8192, 0, 0), 8192);
 }
 
-// On a model whose greedy output spreads over all ids (random weights), the automatic draft
-// vocabulary gives up its quarter after 16 tokens: from then on it drafts what the whole-vocabulary
-// head drafts, and the output is the plain one throughout.
+// On a model whose greedy output spreads over all ids (random weights, so the fallback to every
+// id happens after 16 tokens), the automatic draft vocabulary drafts, and the output is the plain
+// one throughout. (When the fallback happens is checked on the rule itself, above.)
 TEST(Engine, AutoDraftVocabularyKeepsTheOutput) {
   auto m = v3();
   const Result plain = run_alone(*m, prompt(1), greedy(40));
