@@ -62,6 +62,16 @@ const bool registered = register_command(
                     "Train the MTP modules' embed_tokens and shared_head.head as their own parameters. By default they "
                     "are the main model's embedding and lm_head, as in DeepSeek-V3 (one parameter, gradients summed; "
                     "checkpoints hold copies)");
+       app.add_flag("--mtp-only", o->mtp_only,
+                    "Train only the MTP modules (with --init: add or improve MTP on a trained model). The main "
+                    "model is frozen: its forward runs, it gets no gradients, updates or router-bias moves, so "
+                    "its outputs stay exactly as they were");
+       app.add_option("--mtp-targets", o->mtp_targets,
+                      "What MTP module k learns at position i: data (token i+2+k of the text, V3's objective) or "
+                      "main (the main model's greedy prediction of that token: self-distillation for higher "
+                      "speculative-decoding acceptance, best with --mtp-only). The log's mtp_agree is the share of "
+                      "MTP predictions equal to the main model's")
+           ->capture_default_str();
        app.add_flag("--resume", o->resume, "Continue from the checkpoint in --out");
        app.add_flag("--zero1", o->zero1,
                     "Under mpirun: each rank keeps the AdamW moments of 1/K of the parameters and updates that "

@@ -12,6 +12,7 @@
 #include "ops/ops.h"
 #include "runtime/rope.h"
 #include "runtime/routing.h"
+#include "runtime/sampler.h"
 
 namespace dsv3 {
 
@@ -38,6 +39,11 @@ double StepStats::mtp_loss() const {
   for (size_t k = 0; k < mtp_sum.size(); ++k, ++d)
     if (mtp_count[k] > 0) s += mtp_sum[k] / static_cast<double>(mtp_count[k]);
   return d ? s / d : 0.0;
+}
+
+double StepStats::mtp_agreement() const {
+  return mtp_count.empty() || mtp_count[0] == 0 ? 0.0
+                                                : static_cast<double>(mtp_agree[0]) / static_cast<double>(mtp_count[0]);
 }
 
 // Saved activations of one decoder layer ([N, ...] rows, N = B * Tl).
@@ -432,9 +438,11 @@ struct TrainGraph::Impl {
   }
 
   // Cross-entropy of head(xf) [N, V] against targets (-1: none), in row chunks so the logits
-  // stay bounded; dxf [N, H] gets the gradient (scaled by grad_scale) when not null.
+  // stay bounded; dxf [N, H] gets the gradient (scaled by grad_scale) when not null, and pred
+  // [N] each row's argmax (the greedy prediction, first of equal maxima as decoding picks) when
+  // not null.
   double head_ce(const WeightView& head, const WeightView& ghead, const float* xf, int64_t N, const int32_t* tg,
-                 float grad_scale, float* dxf) {
+                 float grad_scale, float* dxf, int32_t* pred) {
     const int64_t V = head.rows;
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t{16} << 20) / V));
     double sum = 0;
@@ -442,6 +450,8 @@ struct TrainGraph::Impl {
       const int64_t n = std::min(chunk, N - r0);
       float* lg = grow(logits, n * V);
       hp_linear(xf + r0 * H, n, head, lg);
+      if (pred)
+        for (int64_t r = 0; r < n; ++r) pred[r0 + r] = argmax(lg + r * V, V);
       sum += ops::cross_entropy(lg, n, V, tg + r0, grad_scale, nullptr);
       if (dxf) hp_linear_bwd(xf + r0 * H, lg, n, head, ghead, dxf + r0 * H, false);
     }
@@ -456,6 +466,8 @@ struct TrainGraph::Impl {
     StepStats st;
     st.mtp_sum.assign(static_cast<size_t>(D), 0.0);
     st.mtp_count.assign(static_cast<size_t>(D), 0);
+    st.mtp_agree.assign(static_cast<size_t>(D), 0);
+    const bool frozen = lw.main_frozen;
     grow(cs, T * rd);
     for (int64_t i = 0; i < T; ++i) rope.table(i, cs.data() + i * rd);
 
@@ -468,9 +480,11 @@ struct TrainGraph::Impl {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < T; ++i) tg[b * T + i] = i + 1 < T ? tok[b * T + i + 1] : -1;
     st.main_count = B * (T - 1);
-    float* dxfr = backward ? zeros(dxf, N * H) : nullptr;
+    float* dxfr = backward && !frozen ? zeros(dxf, N * H) : nullptr;
+    std::vector<int32_t> main_pred(D > 0 ? static_cast<size_t>(N) : 0);  // [N] greedy prediction of token i+1
     st.main_sum = head_ce(w.lm_head, gw.lm_head, xfr, N, tg.data(),
-                          st.main_count ? 1.0f / static_cast<float>(st.main_count) : 0.0f, dxfr);
+                          st.main_count ? 1.0f / static_cast<float>(st.main_count) : 0.0f, dxfr,
+                          D > 0 ? main_pred.data() : nullptr);
 
     // MTP module k at position i (0 <= i < Tk = T-1-k): the embedding of token i+1+k and the
     // previous hidden state at i (the main model's after model.norm, then module k-1's output)
@@ -509,12 +523,18 @@ struct TrainGraph::Impl {
       layer_fwd(li, z, Tk, st, lw);
       float* zf = grow(M.zf, Nk * H);
       ops::rmsnorm(z, Nk, H, mw.head_norm, eps, zf);
-      std::vector<int32_t> tk(static_cast<size_t>(Nk));
+      // The main model's greedy prediction of token i+2+k is its argmax at row i+1+k.
+      std::vector<int32_t> tk(static_cast<size_t>(Nk)), ref(static_cast<size_t>(Nk)), pk(static_cast<size_t>(Nk));
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < Tk; ++i) tk[b * Tk + i] = i + 1 < Tk ? tok[b * T + i + 2 + k] : -1;
+        for (int64_t i = 0; i < Tk; ++i) {
+          ref[b * Tk + i] = main_pred[b * T + i + 1 + k];
+          tk[b * Tk + i] = i + 1 < Tk ? (lw.mtp_main_targets ? ref[b * Tk + i] : tok[b * T + i + 2 + k]) : -1;
+        }
       st.mtp_count[k] = B * (Tk - 1);
       const float gs = st.mtp_count[k] ? static_cast<float>(lw.mtp / static_cast<double>(D)) / static_cast<float>(st.mtp_count[k]) : 0.0f;
-      st.mtp_sum[k] = head_ce(mw.head, G(li).mtp.head, zf, Nk, tk.data(), gs, backward ? zeros(M.dzf, Nk * H) : nullptr);
+      st.mtp_sum[k] = head_ce(mw.head, G(li).mtp.head, zf, Nk, tk.data(), gs, backward ? zeros(M.dzf, Nk * H) : nullptr,
+                              pk.data());
+      for (int64_t r = 0; r < Nk; ++r) st.mtp_agree[k] += tk[r] >= 0 && pk[r] == ref[r];
     }
     if (!backward) return st;
 
@@ -542,8 +562,10 @@ struct TrainGraph::Impl {
       float* dhp = grow(tmp, Nk * H);
       rmsnorm_bwd(M.hprev.data(), dhn, Nk, mw.hnorm, gm.hnorm, dhp, false);
       float* dst = k == 0 ? dxfr : zeros(mtp[static_cast<size_t>(k - 1)].dz_in, mtp[static_cast<size_t>(k - 1)].N * H);
-      for (int64_t r = 0; r < Nk; ++r) ops::add(dst + M.h_row[r] * H, dhp + r * H, H);
+      if (dst)  // null: module 0's input gradient would go to the frozen main model
+        for (int64_t r = 0; r < Nk; ++r) ops::add(dst + M.h_row[r] * H, dhp + r * H, H);
     }
+    if (frozen) return st;
     float* d = grow(dx, N * H);
     rmsnorm_bwd(xr, dxfr, N, w.norm, gw.norm, d, false);
     // xr was overwritten by the layers: the final norm's input is the last layer's output,

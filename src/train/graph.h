@@ -7,6 +7,8 @@
 //   L = mean CE of the main head over the B*(T-1) predicted tokens
 //     + mtp_weight / D * sum_k mean CE of MTP module k over its B*(T-2-k) predictions
 //     + balance_alpha * mean over sequences of sum over MoE layers of sum_i f_i * P_i.
+// With LossWeights::mtp_main_targets the MTP modules learn the main model's greedy predictions
+// instead of the data (self-distillation); with main_frozen only the MTP modules get gradients.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -20,6 +22,13 @@ namespace dsv3 {
 struct LossWeights {
   double mtp = 0.3;        // lambda
   double balance = 1e-4;   // alpha (sequence-wise balance loss)
+  // MTP module k at position i learns the main model's greedy prediction of token i+2+k (the
+  // argmax of its logits at i+1+k) instead of the data's token: speculative decoding accepts a
+  // draft exactly when it equals that prediction, so this trains for acceptance.
+  bool mtp_main_targets = false;
+  // The main model is frozen: its forward runs (it feeds the MTP modules and the targets), its
+  // backward does not, so only the MTP modules' tensors get gradients.
+  bool main_frozen = false;
 };
 
 struct StepStats {
@@ -27,6 +36,9 @@ struct StepStats {
   int64_t main_count = 0;
   std::vector<double> mtp_sum;   // [D] per MTP module
   std::vector<int64_t> mtp_count;
+  // [D] of module k's mtp_count predictions, those whose argmax equals the main model's greedy
+  // prediction of the same token: greedy draft acceptance with the data as the prefix.
+  std::vector<int64_t> mtp_agree;
   double balance = 0;            // alpha * balance loss (already weighted)
   // Tokens routed to each expert in this batch, per MoE layer (main layers first, then MTP):
   // [moe layers][E]; moe_layer_index[i] is the model layer of row i.
@@ -34,6 +46,7 @@ struct StepStats {
   std::vector<int> moe_layer_index;
   double main_loss() const { return main_count ? main_sum / static_cast<double>(main_count) : 0.0; }
   double mtp_loss() const;  // mean over modules of each module's mean CE
+  double mtp_agreement() const;  // module 0's agreement rate (0 without MTP)
   double loss(const LossWeights& lw) const { return main_loss() + lw.mtp * mtp_loss() + balance; }
 };
 

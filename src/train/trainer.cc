@@ -127,10 +127,12 @@ void optimizer_step(const TrainOptions& o, Params& p, MomentState& mom, int64_t 
   }
 }
 
-// Auxiliary-loss-free balancing (spec 9): b_i += gamma * sign(mean load - load_i) per MoE layer.
-void update_bias(Params& p, const StepStats& st, double gamma) {
+// Auxiliary-loss-free balancing (spec 9): b_i += gamma * sign(mean load - load_i) per MoE layer
+// from first_layer on (the MTP layers only when the main model is frozen).
+void update_bias(Params& p, const StepStats& st, double gamma, int first_layer) {
   if (gamma == 0) return;
   for (size_t l = 0; l < st.loads.size(); ++l) {
+    if (st.moe_layer_index[l] < first_layer) continue;
     const MoeWeights& m = p.weights().layers[static_cast<size_t>(st.moe_layer_index[l])].moe_w;
     if (!m.bias) continue;
     const auto& load = st.loads[l];
@@ -160,14 +162,16 @@ void reduce_stats(StepStats& st) {
   const int K = dist::size();
   if (K == 1) return;
   std::vector<double> v{st.main_sum, static_cast<double>(st.main_count), st.balance};
-  for (size_t k = 0; k < st.mtp_sum.size(); ++k) v.push_back(st.mtp_sum[k]), v.push_back(static_cast<double>(st.mtp_count[k]));
+  for (size_t k = 0; k < st.mtp_sum.size(); ++k)
+    v.push_back(st.mtp_sum[k]), v.push_back(static_cast<double>(st.mtp_count[k])), v.push_back(static_cast<double>(st.mtp_agree[k]));
   for (const auto& load : st.loads) v.insert(v.end(), load.begin(), load.end());
   dist::allreduce_sum(v.data(), static_cast<int64_t>(v.size()));
   size_t i = 0;
   st.main_sum = v[i++];
   st.main_count = static_cast<int64_t>(v[i++]);
   st.balance = v[i++] / K;
-  for (size_t k = 0; k < st.mtp_sum.size(); ++k) st.mtp_sum[k] = v[i++], st.mtp_count[k] = static_cast<int64_t>(v[i++]);
+  for (size_t k = 0; k < st.mtp_sum.size(); ++k)
+    st.mtp_sum[k] = v[i++], st.mtp_count[k] = static_cast<int64_t>(v[i++]), st.mtp_agree[k] = static_cast<int64_t>(v[i++]);
   for (auto& load : st.loads)
     for (auto& x : load) x = static_cast<int64_t>(v[i++]);
 }
@@ -202,6 +206,9 @@ void check_options(const TrainOptions& o) {
     fail("--clip, --weight-decay, --warmup, --save-every, --val-every and --val-seqs must not be negative");
   if (o.mtp_weight < 0 || o.balance_alpha < 0 || o.bias_update < 0)
     fail("--mtp-weight, --balance-alpha and --bias-update must not be negative");
+  if (o.mtp_targets != "data" && o.mtp_targets != "main")
+    fail("--mtp-targets must be data or main (got '{}')", o.mtp_targets);
+  if (o.mtp_only && !(o.mtp_weight > 0)) fail("--mtp-only trains nothing with --mtp-weight 0");
 }
 
 int64_t peak_rss_mb() {
@@ -258,7 +265,14 @@ int run_training(const TrainOptions& o_in) {
     if (prev["options"].value("share_mtp", false) != o.share_mtp)
       fail("--resume: {} was trained {} --untie-mtp; resume it the same way", o.out_dir,
            o.share_mtp ? "with" : "without");
+    if (prev["options"].value("mtp_only", false) != o.mtp_only ||
+        prev["options"].value("mtp_targets", std::string("data")) != o.mtp_targets)
+      fail("--resume: {} was trained with --mtp-targets {}{}; resume it the same way", o.out_dir,
+           prev["options"].value("mtp_targets", std::string("data")),
+           prev["options"].value("mtp_only", false) ? " --mtp-only" : "");
   }
+  if ((o.mtp_only || o.mtp_targets == "main") && cfg.num_nextn_predict_layers < 1)
+    fail("--mtp-only and --mtp-targets main need MTP modules; the model's num_nextn_predict_layers is 0");
 
   TokenData data = TokenData::open(o.data_dir, cfg.vocab_size);
   const int64_t nseq = data.train->sequences(o.seq_len);
@@ -268,6 +282,7 @@ int run_training(const TrainOptions& o_in) {
   const int64_t nval = std::min(data.val->sequences(o.seq_len), o.val_seqs > 0 ? o.val_seqs : INT64_MAX);
 
   Params params(cfg, o.share_mtp);
+  if (o.mtp_only) params.freeze_main();
   MomentState mom;
   mom.dtype = o.moments;
   if (o.optimizer == "adamw") {
@@ -293,7 +308,8 @@ int run_training(const TrainOptions& o_in) {
   }
 
   TrainGraph graph(params, ops::parse_gemm_precision(o.precision.c_str()));
-  LossWeights lw{o.mtp_weight, o.balance_alpha};
+  LossWeights lw{o.mtp_weight, o.balance_alpha, o.mtp_targets == "main", o.mtp_only};
+  const int bias_from = o.mtp_only ? static_cast<int>(cfg.num_hidden_layers) : 0;
   Sampler sampler(nseq, o.seed, o.shuffle);
   // Under mpirun each rank runs `lb` of the batch's sequences: rank r the r-th share, so K ranks
   // read exactly the sequences one process would and average the same gradients.
@@ -334,7 +350,7 @@ int run_training(const TrainOptions& o_in) {
   double tokens_done = 0;
 
   auto validate = [&](nlohmann::ordered_json& j) {
-    double ms = 0, mt = 0;
+    double ms = 0, mt = 0, ma = 0;
     int64_t mc = 0, tc = 0;
     for (int64_t s = 0; s < nval; s += o.batch) {
       const int64_t s0 = s + rank * lb, b = std::min(lb, std::min(nval, s + o.batch) - s0);
@@ -343,13 +359,13 @@ int run_training(const TrainOptions& o_in) {
       const StepStats vs = graph.run(batch.data(), b, o.seq_len, lw, false);
       ms += vs.main_sum;
       mc += vs.main_count;
-      if (!vs.mtp_sum.empty()) mt += vs.mtp_sum[0], tc += vs.mtp_count[0];
+      if (!vs.mtp_sum.empty()) mt += vs.mtp_sum[0], tc += vs.mtp_count[0], ma += static_cast<double>(vs.mtp_agree[0]);
     }
-    double sums[4] = {ms, static_cast<double>(mc), mt, static_cast<double>(tc)};
-    dist::allreduce_sum(sums, 4);
-    ms = sums[0], mc = static_cast<int64_t>(sums[1]), mt = sums[2], tc = static_cast<int64_t>(sums[3]);
+    double sums[5] = {ms, static_cast<double>(mc), mt, static_cast<double>(tc), ma};
+    dist::allreduce_sum(sums, 5);
+    ms = sums[0], mc = static_cast<int64_t>(sums[1]), mt = sums[2], tc = static_cast<int64_t>(sums[3]), ma = sums[4];
     if (mc > 0) j["val_loss"] = ms / static_cast<double>(mc);
-    if (tc > 0) j["val_mtp_loss"] = mt / static_cast<double>(tc);
+    if (tc > 0) j["val_mtp_loss"] = mt / static_cast<double>(tc), j["val_mtp_agree"] = ma / static_cast<double>(tc);
   };
   auto save = [&](int64_t step) {
     nlohmann::json st;
@@ -358,7 +374,8 @@ int run_training(const TrainOptions& o_in) {
     st["data_position"] = step * o.batch;
     st["options"] = {{"batch", o.batch}, {"seq_len", o.seq_len}, {"seed", static_cast<int64_t>(o.seed)},
                      {"optimizer", o.optimizer}, {"moments", o.moments}, {"precision", o.precision}, {"lr", o.lr}, {"steps", o.steps},
-                     {"save_dtype", o.save_dtype}, {"share_mtp", o.share_mtp}, {"data", fs::absolute(o.data_dir).string()}};
+                     {"save_dtype", o.save_dtype}, {"share_mtp", o.share_mtp},
+                     {"mtp_only", o.mtp_only}, {"mtp_targets", o.mtp_targets}, {"data", fs::absolute(o.data_dir).string()}};
     if (!zero1) return save_checkpoint({o.out_dir, o.save_dtype, o.tokenizer_dir, &params, &mom, st});
     MomentState full;  // the shards' moments, gathered on rank 0 for the checkpoint
     full.dtype = mom.dtype;
@@ -377,6 +394,7 @@ int run_training(const TrainOptions& o_in) {
       data.train->sequence(sampler.at(step * o.batch + rank * lb + i), o.seq_len, batch.data() + i * o.seq_len);
     params.zero_grad();
     StepStats st = graph.run(batch.data(), lb, o.seq_len, lw, true);
+    if (o.mtp_only) params.zero_frozen_grads();
     if (K > 1) {  // each rank's gradient is of its mean loss: the global one is their mean
       if (zero1) {
         dist::reduce_scatter_sum(params.grad(), gshard.data(), counts);
@@ -398,7 +416,7 @@ int run_training(const TrainOptions& o_in) {
     const double lr = lr_at(o, step);
     optimizer_step(o, params, mom, step + 1, lr, gscale, shard);
     if (zero1) dist::allgather(params.data(), counts, displs);
-    update_bias(params, st, o.bias_update);
+    update_bias(params, st, o.bias_update, bias_from);
 
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double ntok = static_cast<double>(o.batch * o.seq_len);
@@ -409,7 +427,7 @@ int run_training(const TrainOptions& o_in) {
     j["step"] = step + 1;
     j["loss"] = st.loss(lw);
     j["main_loss"] = st.main_loss();
-    if (cfg.num_nextn_predict_layers > 0) j["mtp_loss"] = st.mtp_loss();
+    if (cfg.num_nextn_predict_layers > 0) j["mtp_loss"] = st.mtp_loss(), j["mtp_agree"] = st.mtp_agreement();
     else j["mtp_loss"] = nullptr;  // no MTP module: nothing to plot
     j["balance_loss"] = st.balance;
     j["grad_norm"] = gn;
@@ -428,10 +446,11 @@ int run_training(const TrainOptions& o_in) {
     if (o.json) fmt::print("{}\n", j.dump()), std::fflush(stdout);
     if (logf) logf << j.dump() << "\n" << std::flush;
     const double eta = elapsed / static_cast<double>(step + 1 - step0) * static_cast<double>(o.steps - step - 1);
-    const std::string line = fmt::format("step {}/{}  loss {:.4f}  main {:.4f}  mtp {:.4f}  lr {:.3g}  {:.0f} tok/s  ETA {}{}",
-                                         step + 1, o.steps, st.loss(lw), st.main_loss(), st.mtp_loss(), lr, ntok / dt,
+    const std::string line = fmt::format("step {}/{}  loss {:.4f}  main {:.4f}  mtp {:.4f} (agree {:.1f}%)  lr {:.3g}  {:.0f} tok/s  ETA {}{}",
+                                         step + 1, o.steps, st.loss(lw), st.main_loss(), st.mtp_loss(),
+                                         100 * st.mtp_agreement(), lr, ntok / dt,
                                          fmt_duration(eta), j.contains("val_loss") ? fmt::format("  val {:.4f}", j["val_loss"].get<double>()) : "");
-    if (tty) fmt::print(stderr, "\r{:<110}", line), std::fflush(stderr);
+    if (tty) fmt::print(stderr, "\r{:<126}", line), std::fflush(stderr);
     else if (!o.json && log_level() >= LogLevel::kInfo) fmt::print(stderr, "{}\n", line);
   }
   if (tty) fmt::print(stderr, "\n");

@@ -34,6 +34,8 @@ struct TrainOptions {
   std::string save_dtype = "bf16";  // f32 | bf16 | fp8
   bool resume = false, force = false, json = false, shuffle = true;
   bool share_mtp = true;          // MTP embed_tokens / shared_head.head are the main ones (spec 6)
+  bool mtp_only = false;          // train only the MTP modules; the main model is frozen
+  std::string mtp_targets = "data";  // data | main: what the MTP modules learn (graph.h LossWeights)
   bool zero1 = false;             // under mpirun: shard the AdamW moments over the ranks (ZeRO-1)
   std::string dump_grads;         // write the first step's gradients (F32 safetensors) here
 };

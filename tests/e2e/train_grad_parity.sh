@@ -33,7 +33,7 @@ PYEOF
   "$BIN" -q data --ids "$d/ids.jsonl" --out "$d/data" --vocab-size "$(cat "$d/V")" --val-fraction 0
 }
 
-# sgd_case NAME FIXTURE T B ALPHA LAMBDA [--untie-mtp]: by default both sides share the MTP
+# sgd_case NAME FIXTURE T B ALPHA LAMBDA [FLAGS...] (--untie-mtp, --mtp-targets, --mtp-only): by default both sides share the MTP
 # modules' embedding and head with the main model (the fixtures' own MTP copies differ from the
 # main tensors, so a trainer that used them would fail).
 sgd_case() {
@@ -55,6 +55,28 @@ sgd_case balance_only v3-fp8 3 1 1 0
 sgd_case shortest v3-fp8 2 2 0.01 0.3
 sgd_case v2lite v2lite-bf16 10 2 0.01 0.3
 sgd_case untied v3-fp8 12 2 0.01 0.3 --untie-mtp
+# MTP self-distillation: the targets are the main model's argmax; --mtp-only freezes the main
+# model (zero reference gradients there, so its tensors must come back bit-identical).
+sgd_case main_targets v3-fp8 12 2 0.01 0.3 --mtp-targets main
+sgd_case mtp_only v3-fp8 12 2 0.01 0.3 --mtp-only --mtp-targets main
+sgd_case mtp_only_untied v3-fp8 12 2 0.01 0.3 --untie-mtp --mtp-only
+
+# The check can fail: main-model targets against a reference that uses the data's tokens, and a
+# frozen main model against a reference that trains it.
+if "$PY" "$REF" sgd-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/main_targets/seqs.json" --lr 1 --mtp-weight 0.3 \
+     --balance-alpha 0.01 --trained "$TMP/main_targets/out" >/dev/null 2>&1; then
+  echo "FAIL: sgd-check accepted main-target MTP gradients as data-target ones"; exit 1
+fi
+if "$PY" "$REF" sgd-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/mtp_only/seqs.json" --lr 1 --mtp-weight 0.3 \
+     --balance-alpha 0.01 --trained "$TMP/mtp_only/out" --mtp-targets main >/dev/null 2>&1; then
+  echo "FAIL: sgd-check accepted a frozen main model as a trained one"; exit 1
+fi
+# A model without MTP modules has nothing for --mtp-only to train: a clear error.
+if err="$("$BIN" -q train --init "$DSV3_FIXTURES/v2lite-bf16" --data "$TMP/v2lite/data" --mtp-only \
+     --steps 1 --seq-len 10 --batch 2 --out "$TMP/nomtp" 2>&1)"; then
+  echo "FAIL: --mtp-only trained a model without MTP modules"; exit 1
+fi
+grep -q "num_nextn_predict_layers" <<<"$err" || { echo "FAIL: unclear error: $err"; exit 1; }
 
 # The check can fail: tied gradients against an untied reference (the MTP embedding and head).
 if "$PY" "$REF" sgd-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/batch/seqs.json" --lr 1 --mtp-weight 0.3 \
@@ -73,4 +95,29 @@ make_case bias v3-fp8 24 3 7
 "$BIN" -q train --init "$DSV3_FIXTURES/v3-fp8" --data "$TMP/bias/data" --optimizer sgd --lr 0 --steps 1 \
   --bias-update 0.01 --save-dtype f32 --out "$TMP/bias/out" --seq-len 24 --batch 3 --no-shuffle
 "$PY" "$REF" bias-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/bias/seqs.json" --gamma 0.01 --trained "$TMP/bias/out"
+# The logged mtp_agree (share of MTP argmaxes equal to the main model's prediction of the same
+# token) matches the reference's, on the demo model and real text (random fixtures agree only by
+# chance, so an off-by-one alignment would pass there).
+DEMO="$DSV3_SOURCE_DIR/models/demo"
+mkdir -p "$TMP/agree"
+head -c 4000 "$DSV3_TEST_DATA/demo/heldout_prose.txt" | "$BIN" tokenize -m "$DEMO" |
+  "$PY" -c 'import json,sys; s=json.load(sys.stdin)[:160]; assert len(s)==160; open(sys.argv[1],"w").write(json.dumps(s)+"\n"); json.dump([s],open(sys.argv[2],"w"))' \
+    "$TMP/agree/ids.jsonl" "$TMP/agree/seqs.json"
+"$BIN" -q data --ids "$TMP/agree/ids.jsonl" --out "$TMP/agree/data" --vocab-size 8192 --val-fraction 0
+got="$("$BIN" -q train --init "$DEMO" --data "$TMP/agree/data" --untie-mtp --lr 0 --steps 1 --seq-len 160 --batch 1 \
+  --no-shuffle --json --save-dtype bf16 --out "$TMP/agree/out" | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.readline())["mtp_agree"])')"
+want="$("$PY" "$REF" loss --init "$DEMO" --seqs "$TMP/agree/seqs.json" --untie-mtp | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["mtp_agree"][0])')"
+echo "mtp_agree: dsv3 $got, reference $want (158 predictions)"
+"$PY" -c 'import sys; g, w = map(float, sys.argv[1:]); sys.exit(0 if abs(g - w) <= 1.5 / 158 and 0.3 < w < 1 else 1)' "$got" "$want" ||
+  { echo "FAIL: mtp_agree differs from the reference"; exit 1; }
+
+# With --mtp-only only the MTP layers' router biases move.
+"$BIN" -q train --init "$DSV3_FIXTURES/v3-fp8" --data "$TMP/bias/data" --optimizer sgd --lr 0 --steps 1 \
+  --bias-update 0.01 --save-dtype f32 --out "$TMP/bias/out_mtp" --seq-len 24 --batch 3 --no-shuffle --mtp-only
+"$PY" "$REF" bias-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/bias/seqs.json" --gamma 0.01 \
+  --trained "$TMP/bias/out_mtp" --mtp-only
+if "$PY" "$REF" bias-check --init "$DSV3_FIXTURES/v3-fp8" --seqs "$TMP/bias/seqs.json" --gamma 0.01 \
+     --trained "$TMP/bias/out_mtp" >/dev/null 2>&1; then
+  echo "FAIL: bias-check accepted frozen main-layer biases as moved ones"; exit 1
+fi
 echo "train_grad_parity: ok"

@@ -8,13 +8,17 @@ semantics; it imports neither transformers nor safetensors. Run with Debian's /u
   check-forward FIXTURES_DIR        main/MTP logits vs the transformers fixtures (log-softmax)
   loss --init CKPT --seqs SEQS.json [--mtp-weight 0.3] [--balance-alpha 1e-4]
             prints {"main", "mtp" (= lambda/D sum_k CE_k), "balance" (= alpha * ...), "total",
-                    "mtp_ce" [CE_k per module, unweighted], "balance_raw" (unweighted)}
+                    "mtp_ce" [CE_k per module, unweighted], "balance_raw" (unweighted),
+                    "mtp_agree" [per module: share of its argmaxes equal to the main model's]}
   sgd-check --init CKPT --seqs SEQS.json --lr ETA --mtp-weight L --balance-alpha A
             --trained OUT_DIR [--grads GRADS.safetensors] [--tol 1e-4]
   sgd-ref   --init CKPT --seqs SEQS.json --lr ETA --mtp-weight L --balance-alpha A
             --out OUT_DIR [--grads-out GRADS.safetensors]   writes this reference's own SGD step
   loss, sgd-*, bias-check take --untie-mtp: the MTP modules' own embed_tokens and shared_head.head
             (by default they are the main embedding and lm_head, as dsv3 train trains them)
+  loss, sgd-*, bias-check take --mtp-targets main (module k's target at i is the main model's
+            argmax at i+1+k instead of t_{i+2+k}) and --mtp-only (the main model frozen: only
+            the MTP layers' own tensors have gradients, only their router biases move)
   self-test [FIXTURES_DIR]          autograd vs central finite differences (float64)
 
 Training loss for B sequences of length T (all start at position 0):
@@ -319,20 +323,23 @@ class Model:
         return lg, z
 
 
-def losses(m, ids, lam, alpha):
-    """Loss components (tensors) for ids [B, T]; see the module docstring."""
+def losses(m, ids, lam, alpha, main_targets=False):
+    """Loss components (tensors) for ids [B, T]; see the module docstring. main_targets: the MTP
+    modules learn the main model's greedy predictions (argmax of its logits, a constant)."""
     m.routes = []
     B, T = ids.shape
     lg, h = m.forward(ids)
     V = lg.shape[-1]
     main = F.cross_entropy(lg[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
-    ce = []
+    ce, agree = [], []
     for k in range(m.D):
         if T - 1 - k < 1:
             break
         lgk, h = m.mtp(k, h, ids)
         if T - 2 - k >= 1:
-            ce.append(F.cross_entropy(lgk[:, :-1].reshape(-1, V), ids[:, 2 + k:].reshape(-1)))
+            tgt = lg[:, 1 + k:-1].detach().argmax(-1) if main_targets else ids[:, 2 + k:]
+            ce.append(F.cross_entropy(lgk[:, :-1].reshape(-1, V), tgt.reshape(-1)))
+            agree.append((lgk[:, :-1].argmax(-1) == lg[:, 1 + k:-1].argmax(-1)).double().mean())
     mtp_raw = sum(ce) / m.D if ce else torch.zeros(())
     E, K = m.c["n_routed_experts"], m.c["num_experts_per_tok"]
     bal = torch.zeros(B)
@@ -344,7 +351,7 @@ def losses(m, ids, lam, alpha):
     bal_raw = bal.mean()
     total = main + lam * mtp_raw + alpha * bal_raw
     return dict(main=main, mtp=lam * mtp_raw, balance=alpha * bal_raw, total=total,
-                mtp_ce=[x for x in ce], balance_raw=bal_raw)
+                mtp_ce=[x for x in ce], balance_raw=bal_raw, mtp_agree=[x for x in agree])
 
 
 def shared_mtp_names(c):
@@ -393,13 +400,21 @@ def read_seqs(path):
     return torch.tensor(s, dtype=torch.long)
 
 
-def grads(d, seqs, lam, alpha, tied):
+def is_mtp_tensor(c, name):
+    return any(name.startswith(f"model.layers.{c['num_hidden_layers'] + k}.")
+               for k in range(c.get("num_nextn_predict_layers") or 0))
+
+
+def grads(d, seqs, lam, alpha, tied, main_targets=False, mtp_only=False):
+    """mtp_only: the gradients of every tensor outside the MTP layers are zero (frozen; the
+    shared embedding and head are main tensors, so frozen too)."""
     c, P, raw = load_params(d, grad=True, tied=tied)
     m = Model(c, P)
-    ls = losses(m, seqs, lam, alpha)
+    ls = losses(m, seqs, lam, alpha, main_targets)
     names = trainable(P)
     g = torch.autograd.grad(ls["total"], [P[n] for n in names], allow_unused=True)
-    G = {n: (gi if gi is not None else torch.zeros_like(P[n])).detach().numpy() for n, gi in zip(names, g)}
+    G = {n: (gi if gi is not None and (not mtp_only or is_mtp_tensor(c, n)) else torch.zeros_like(P[n])).detach().numpy()
+         for n, gi in zip(names, g)}
     return c, raw, ls, G
 
 
@@ -458,13 +473,14 @@ def cmd_check_forward(a):
 def cmd_loss(a):
     c, P, _ = load_params(a.init, tied=not a.untie_mtp)
     with torch.no_grad():
-        ls = losses(Model(c, P), read_seqs(a.seqs), a.mtp_weight, a.balance_alpha)
+        ls = losses(Model(c, P), read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, a.mtp_targets == "main")
     print(json.dumps(jl(ls)))
     return 0
 
 
 def cmd_sgd_ref(a):
-    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp)
+    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp,
+                          a.mtp_targets == "main", a.mtp_only)
     os.makedirs(a.out, exist_ok=True)
     out = dict(raw)
     for n, g in G.items():  # W1 = fl32(W0_f32 - eta * g)
@@ -482,7 +498,8 @@ def cmd_sgd_ref(a):
 
 
 def cmd_sgd_check(a):
-    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp)
+    c, raw, ls, G = grads(a.init, read_seqs(a.seqs), a.mtp_weight, a.balance_alpha, not a.untie_mtp,
+                          a.mtp_targets == "main", a.mtp_only)
     W1 = load_dir(a.trained)
     GF = read_safetensors(a.grads) if a.grads else None
     fails, rows, noisy = [], [], 0
@@ -603,7 +620,8 @@ def cmd_self_test(a):
 
 def cmd_bias_check(a):
     """One step with lr 0: every routed expert's bias must move by exactly
-    gamma * sign(mean load - load) of that step's routing (all MoE layers, MTP included)."""
+    gamma * sign(mean load - load) of that step's routing (all MoE layers, MTP included; with
+    --mtp-only the main layers' biases must not move)."""
     c, P, raw = load_params(a.init, tied=not a.untie_mtp)
     m = Model(c, P)
     with torch.no_grad():
@@ -617,6 +635,8 @@ def cmd_bias_check(a):
         layers += 1
         load = np.bincount(idx.reshape(-1).numpy(), minlength=E).astype(np.float64)
         want = raw[name].astype(np.float32) + np.float32(a.gamma) * np.sign(load.mean() - load).astype(np.float32)
+        if a.mtp_only and layer < c["num_hidden_layers"]:
+            want = raw[name].astype(np.float32)
         got = out[name].astype(np.float32)
         if not np.array_equal(want, got):
             bad += 1
@@ -635,9 +655,14 @@ def main():
     p.add_argument("fixtures", nargs="?", default="/work/shared/fixtures")
     untie = dict(action="store_true", help="the MTP modules' own embed_tokens / shared_head.head (dsv3 train "
                  "--untie-mtp); default: the main embedding and lm_head")
+    def objective(p):
+        p.add_argument("--untie-mtp", **untie)
+        p.add_argument("--mtp-targets", choices=("data", "main"), default="data",
+                       help="main: the MTP modules learn the main model's argmax (dsv3 train --mtp-targets main)")
+        p.add_argument("--mtp-only", action="store_true", help="the main model frozen (dsv3 train --mtp-only)")
     for name in ("loss", "sgd-check", "sgd-ref"):
         p = sub.add_parser(name)
-        p.add_argument("--untie-mtp", **untie)
+        objective(p)
         p.add_argument("--init", required=True)
         p.add_argument("--seqs", required=True)
         p.add_argument("--mtp-weight", type=float, default=0.3 if name == "loss" else None, required=name != "loss")
@@ -653,7 +678,7 @@ def main():
             p.add_argument("--out", required=True)
             p.add_argument("--grads-out")
     p = sub.add_parser("bias-check")
-    p.add_argument("--untie-mtp", **untie)
+    objective(p)
     p.add_argument("--init", required=True)
     p.add_argument("--seqs", required=True)
     p.add_argument("--gamma", type=float, required=True)
