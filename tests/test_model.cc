@@ -269,6 +269,67 @@ void check_mtp(size_t k) {
   free_seq(m.cache(), s);
 }
 
+// Without all_logits the MTP module runs its layer only on each sequence's last position (the
+// earlier ones only store their latents): the drafts' logits must equal those of the full
+// layer, in pieces as the engine feeds them (a prompt, then 1 or 2 tokens a step) and with two
+// sequences of different piece lengths in one batch.
+TEST(ModelReference, MtpLastPositionsMatchTheFullLayer) {
+  ModelOptions opt;
+  opt.max_seqs = 3;
+  Model m(kFixtures + "/v3-fp8", opt);
+  const int64_t V = m.config().vocab_size, H = m.config().hidden_size;
+  const json& c = ref()["v3-fp8"][0];
+  auto full = ids(c["prompt"]);
+  for (int32_t t : ids(c["greedy"])) full.push_back(t);
+  const int64_t n = static_cast<int64_t>(full.size());
+  SeqCache s[3];
+  std::vector<float> hidden;
+  for (SeqCache& sc : s) {
+    SeqInput in{&sc, full, 0, false, nullptr};
+    ForwardOutput out;
+    m.forward(std::span<SeqInput>(&in, 1), out, true);
+    hidden = out.hidden;
+  }
+  auto piece = [&](SeqCache& sc, int64_t start, int64_t k, bool all) {
+    return SeqInput{&sc, std::span<const int32_t>(full.data() + 1 + start, static_cast<size_t>(k)), start, all,
+                    hidden.data() + start * H};
+  };
+  SeqInput all = piece(s[0], 0, n - 1, true);
+  ForwardOutput ref_out;
+  m.forward_mtp(std::span<SeqInput>(&all, 1), ref_out);
+  ASSERT_EQ(ref_out.rows, n - 1);
+  auto expect_row = [&](const float* got, int64_t row) {
+    const float* want = ref_out.logits.data() + row * V;
+    float worst = 0;
+    for (int64_t v = 0; v < V; ++v) worst = std::max(worst, std::fabs(got[v] - want[v]));
+    EXPECT_LE(worst, 1e-4f) << "position " << row;
+    EXPECT_EQ(argmax(got, V), argmax(want, V)) << "position " << row;
+  };
+  // Sequence 1: pieces of 7, then 2, 1, 2, 1 ...; sequence 2: 3, then 1, 2, 1, 2 ... (together).
+  int64_t p1 = 0, p2 = 0, step = 0;
+  for (int64_t k1 = 7, k2 = 3; p1 < n - 1 || p2 < n - 1; ++step, k1 = 1 + step % 2, k2 = 2 - step % 2) {
+    std::vector<SeqInput> batch;
+    std::vector<int64_t> last;
+    if (p1 < n - 1) {
+      const int64_t k = std::min(k1, n - 1 - p1);
+      batch.push_back(piece(s[1], p1, k, false));
+      p1 += k;
+      last.push_back(p1 - 1);
+    }
+    if (p2 < n - 1) {
+      const int64_t k = std::min(k2, n - 1 - p2);
+      batch.push_back(piece(s[2], p2, k, false));
+      p2 += k;
+      last.push_back(p2 - 1);
+    }
+    ForwardOutput out;
+    m.forward_mtp(batch, out);
+    ASSERT_EQ(out.rows, static_cast<int64_t>(batch.size()));
+    for (size_t i = 0; i < last.size(); ++i) expect_row(out.logits.data() + static_cast<int64_t>(i) * V, last[i]);
+  }
+  for (SeqCache& sc : s) free_seq(m.cache(), sc);
+}
+
 TEST(ModelReference, MtpLongPrompt) { check_mtp(0); }
 TEST(ModelReference, MtpShortPromptAndLogits) { check_mtp(1); }
 

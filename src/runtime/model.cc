@@ -398,6 +398,26 @@ std::vector<RankStats> Model::expert_parallel_stats() {
   return gather_rank_stats();
 }
 
+// kv [n, kv_lora + rope] = kv_a_proj(h) of tokens w.pos/w.seq: normalises the latent part,
+// rotates the rope part (in place) and writes each row into the layer's cache.
+void Model::store_latents(int li, float* kv, int64_t n) {
+  const ModelConfig& c = config();
+  const AttentionWeights& A = w_.layers[static_cast<size_t>(li)].attn;
+  const int64_t rd = c.qk_rope_head_dim, kvl = c.kv_lora_rank, kvd = kvl + rd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Workspace& w = *ws_;
+  std::vector<float> cs(static_cast<size_t>(rd));
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = kv + t * kvd;
+    ops::rmsnorm(row, 1, kvl, A.kv_a_norm, eps, row);
+    rope_.table(w.pos[t], cs.data());
+    Rope::rotate(row + kvl, cs.data(), rd);
+    SeqCache* s = w.seq[t];
+    const int64_t p = w.pos[t];
+    kv_->write(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize, row, 1);
+  }
+}
+
 void Model::attention(int li, const float* h, int64_t n, float* out) {
   const ModelConfig& c = config();
   const AttentionWeights& A = w_.layers[static_cast<size_t>(li)].attn;
@@ -420,16 +440,11 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
     const ops::MatmulJob proj[] = {{h, n, H, A.q, q, nh * qk}, {h, n, H, A.kv_a, kv, kvd}};
     ops::matmul_batch(proj);
   }
+  store_latents(li, kv, n);
   std::vector<float> cs(static_cast<size_t>(rd));
   for (int64_t t = 0; t < n; ++t) {
-    float* row = kv + t * kvd;
-    ops::rmsnorm(row, 1, kvl, A.kv_a_norm, eps, row);
     rope_.table(w.pos[t], cs.data());
-    Rope::rotate(row + kvl, cs.data(), rd);
     for (int64_t hd = 0; hd < nh; ++hd) Rope::rotate(q + (t * nh + hd) * qk + nope, cs.data(), rd);
-    SeqCache* s = w.seq[t];
-    const int64_t p = w.pos[t];
-    kv_->write(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize, row, 1);
   }
   dump("q", li, q, n, nh * qk);
   dump("kv_latent", li, kv, n, kvd);
@@ -620,8 +635,54 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t v
   float* x = grow(w.x, n * H);
   ops::matmul(cat, n, 2 * H, M.eh_proj, x, H);
   dump("mtp_z", li, x, n, H);
-  layer_forward(li, x, n);
-  head(M.head_norm, M.head, batch, x, n, out, false, vocab_rows);
+  const bool some_all = std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.all_logits; });
+  const int64_t m = static_cast<int64_t>(batch.size());
+  if (some_all || dump_ || m == n) {
+    layer_forward(li, x, n);
+    head(M.head_norm, M.head, batch, x, n, out, false, vocab_rows);
+    return;
+  }
+  // Only a sequence's last position yields a draft; its earlier positions (the prompt, or the
+  // token before an accepted draft) are needed only as cache latents for later attention, so
+  // they go through input_norm and kv_a_proj alone [n - m rows], and the layer and head run on
+  // the last positions [m rows]. Same latents, same draft.
+  const LayerWeights& L = w_.layers[static_cast<size_t>(li)];
+  const int64_t kvd = c.kv_lora_rank + c.qk_rope_head_dim;
+  std::vector<int64_t> pos_all = w.pos;
+  std::vector<SeqCache*> seq_all = w.seq;
+  std::vector<SeqInput> last(batch.begin(), batch.end());
+  float* h = grow(w.h, (n - m) * H);
+  w.pos.clear();
+  w.seq.clear();
+  int64_t r = 0;
+  t = 0;
+  for (SeqInput& s : last) {
+    const int64_t k = static_cast<int64_t>(s.tokens.size());
+    for (int64_t i = 0; i + 1 < k; ++i, ++r) {
+      std::copy_n(x + (t + i) * H, H, h + r * H);
+      w.pos.push_back(pos_all[static_cast<size_t>(t + i)]);
+      w.seq.push_back(seq_all[static_cast<size_t>(t + i)]);
+    }
+    t += k;
+    s.start += k - 1;
+    s.tokens = s.tokens.subspan(static_cast<size_t>(k - 1));
+  }
+  ops::rmsnorm(h, n - m, H, L.input_norm, eps, h);
+  check_nan_once(L.attn.kv_a);
+  float* kv = grow(w.kv, (n - m) * kvd);
+  ops::matmul(h, n - m, H, L.attn.kv_a, kv, kvd);
+  store_latents(li, kv, n - m);
+  w.pos.clear();
+  w.seq.clear();
+  t = 0;
+  for (int64_t j = 0; j < m; ++j) {  // compact the last rows to the front of x
+    t += static_cast<int64_t>(batch[static_cast<size_t>(j)].tokens.size());
+    std::copy_n(x + (t - 1) * H, H, x + j * H);
+    w.pos.push_back(pos_all[static_cast<size_t>(t - 1)]);
+    w.seq.push_back(seq_all[static_cast<size_t>(t - 1)]);
+  }
+  layer_forward(li, x, m);
+  head(M.head_norm, M.head, last, x, m, out, false, vocab_rows);
 }
 
 }  // namespace dsv3

@@ -101,6 +101,7 @@ class Model {
   // x [n, H] through decoder layer `layer` (residual updated in place).
   void layer_forward(int layer, float* x, int64_t n);
   void attention(int layer, const float* h, int64_t n, float* out);
+  void store_latents(int layer, float* kv, int64_t n);
   void moe(const LayerWeights& L, const float* h, int64_t n, float* out, int layer);
   // One input row of an expert: a local token (added into out[tok] with weight wt) or a row
   // another rank sent (its output is copied to ret, to go back).
