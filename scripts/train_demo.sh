@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the shipped demo model (models/demo, issue 11) from Debian packages alone:
-# corpus -> tokenizer -> token data -> `dsv3 train` -> FP8 release directory + log + loss plot.
+# corpus -> tokenizer -> token data -> `dsv3 train` -> MTP self-distillation -> FP8 release
+# directory + logs + loss plots.
 #   scripts/train_demo.sh [WORKDIR]            (default .cache/train-demo; resumable: rerun it)
 # Environment: STEPS (3600), THREADS (all cores), DEST (models/demo), SEED (0).
-# About 2 h on 2 quiet cores of this machine (~1,800 tok/s); peak RSS of the trainer ~0.6 GB.
+# About 2.5 h on 2 quiet cores of this machine (~1,800 tok/s); peak RSS of the trainer ~0.7 GB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${1:-$ROOT/.cache/train-demo}"
@@ -35,11 +36,30 @@ RESUME=()
   --out "$WORK/run" "${RESUME[@]}" --seed "$SEED" "${THREADS_ARG[@]}" --untie-mtp \
   --steps "$STEPS" --batch 8 --seq-len 256 --lr 2e-3 --min-lr 2e-4 --warmup 100 --decay-start 100 \
   --save-every 100 --val-every 200 --val-seqs 128 --save-dtype fp8 --log "$WORK/train.jsonl"
-# 5. Release directory: the FP8 checkpoint (128x128 block scales), its log and loss curve.
+# 5. MTP self-distillation (v1.1): the main model's own greedy text (answers to the training
+#    questions, continuations of training prose; ~3 min through `dsv3 serve`), then the MTP module
+#    alone learns the main model's greedy predictions on it and the corpus (--mtp-only
+#    --mtp-targets main; the main model's tensors come back byte for byte). ~30 min.
+[ -f "$WORK/selfgen.jsonl" ] ||
+  /usr/bin/python3 "$ROOT/scripts/demo_selfgen.py" -m "$WORK/run" --corpus "$WORK/corpus" --dsv3 "$DSV3" \
+    --out "$WORK/selfgen.jsonl" --chat 20000 --prose 8000 --max-tokens 128
+[ -f "$WORK/data_mtp/meta.json" ] ||
+  "$DSV3" data -m "$WORK/tok" --special --progress 0 --out "$WORK/data_mtp" --force \
+    "$WORK/corpus/pretrain.jsonl" "$WORK/selfgen.jsonl"
+RESUME=()
+[ -f "$WORK/run_mtp/trainer_state/state.json" ] && RESUME=(--resume)
+"$DSV3" train --init "$WORK/run" --data "$WORK/data_mtp" --out "$WORK/run_mtp" "${RESUME[@]}" --seed "$SEED" \
+  "${THREADS_ARG[@]}" --untie-mtp --mtp-only --mtp-targets main \
+  --steps 1200 --batch 8 --seq-len 256 --lr 5e-4 --min-lr 5e-5 --warmup 50 --decay-start 50 \
+  --save-every 200 --val-every 200 --val-seqs 128 --save-dtype fp8 --log "$WORK/train_mtp.jsonl"
+# 6. Release directory: the FP8 checkpoint (128x128 block scales), its logs and loss curves.
 "$DSV3" plot "$WORK/train.jsonl" --out "$WORK/loss.svg" --title "dsv3 demo model: training loss"
+"$DSV3" plot "$WORK/train_mtp.jsonl" --out "$WORK/loss_mtp.svg" --title "dsv3 demo model: MTP self-distillation"
 rm -rf "$DEST.partial" && mkdir -p "$DEST.partial"
-cp "$WORK/run"/*.json "$WORK/run"/*.safetensors "$DEST.partial/"
+cp "$WORK/run_mtp"/*.json "$WORK/run_mtp"/*.safetensors "$DEST.partial/"
 cp "$WORK/train.jsonl" "$DEST.partial/train_log.jsonl"
+cp "$WORK/train_mtp.jsonl" "$DEST.partial/train_mtp_log.jsonl"
+cp "$WORK/loss_mtp.svg" "$DEST.partial/loss_mtp.svg"
 cp "$WORK/corpus/SOURCES.md" "$DEST.partial/SOURCES.md"
 cp "$WORK/loss.svg" "$DEST.partial/loss.svg"
 rm -rf "$DEST" && mv "$DEST.partial" "$DEST"
