@@ -394,7 +394,6 @@ int run_training(const TrainOptions& o_in) {
       data.train->sequence(sampler.at(step * o.batch + rank * lb + i), o.seq_len, batch.data() + i * o.seq_len);
     params.zero_grad();
     StepStats st = graph.run(batch.data(), lb, o.seq_len, lw, true);
-    if (o.mtp_only) params.zero_frozen_grads();
     if (K > 1) {  // each rank's gradient is of its mean loss: the global one is their mean
       if (zero1) {
         dist::reduce_scatter_sum(params.grad(), gshard.data(), counts);
@@ -405,7 +404,10 @@ int run_training(const TrainOptions& o_in) {
       }
       reduce_stats(st);
     }
-    if (!o.dump_grads.empty() && step == step0 && dist::is_root()) write_f32_tensors(o.dump_grads, params, params.grad());
+    if (!o.dump_grads.empty() && step == step0 && dist::is_root()) {
+      if (o.mtp_only) params.zero_frozen_grads();  // the optimizer and the clip norm skip them anyway
+      write_f32_tensors(o.dump_grads, params, params.grad());
+    }
     double sumsq = grad_sumsq(params, shard);
     if (zero1) dist::allreduce_sum(&sumsq, 1);
     const double gn = std::sqrt(sumsq);
