@@ -196,6 +196,23 @@ TEST(LowP, Fp8LinearRunsItsThreeGemmsOnTheRecipeTiles) {
   }
 }
 
+// A frozen weight passes no dW (dsv3 train --mtp-only with V3's shared MTP head): the input
+// gradient must be the same bits as with one.
+TEST(LowP, LinearBackwardWithoutWeightGradient) {
+  OpsState keep;
+  std::mt19937 rng(5);
+  const int64_t n = 19, R = 130, C = 140;
+  const std::vector<float> x = random_vec(n * C, rng), w = random_vec(R * C, rng), dy = random_vec(n * R, rng);
+  for (GemmPrecision p : {GemmPrecision::F32, GemmPrecision::BF16, GemmPrecision::FP8}) {
+    SCOPED_TRACE(static_cast<int>(p));
+    std::vector<float> dw(static_cast<size_t>(R * C), 0.0f), dx_with(static_cast<size_t>(n * C)), dx_without(dx_with.size());
+    linear_bwd(p, x.data(), dy.data(), n, w.data(), R, C, dw.data(), dx_with.data(), false);
+    linear_bwd(p, x.data(), dy.data(), n, w.data(), R, C, nullptr, dx_without.data(), false);
+    expect_bits(dx_without, dx_with, "dgrad without dW");
+    EXPECT_NE(std::count(dw.begin(), dw.end(), 0.0f), static_cast<std::ptrdiff_t>(dw.size())) << "dW was computed";
+  }
+}
+
 TEST(LowP, Bf16LinearRoundsEveryGemmInput) {
   OpsState keep;
   std::mt19937 rng(4);

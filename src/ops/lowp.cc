@@ -92,15 +92,17 @@ void linear_bwd(GemmPrecision p, const float* x, const float* dy, int64_t n, con
   Buffers& b = bufs();
   switch (p) {
     case GemmPrecision::F32:
-      matmul_wgrad(dy, n, R, x, C, dw, R, C, true);
+      if (dw) matmul_wgrad(dy, n, R, x, C, dw, R, C, true);
       if (dx) matmul_dgrad(dy, n, R, f32_view(w, R, C), dx, C, acc_dx);
       return;
     case GemmPrecision::BF16: {
       float* dyr = buffer(b.a, n * R);
-      float* xr = buffer(b.b, n * C);
       round_bf16(dy, dyr, n * R);
-      round_bf16(x, xr, n * C);
-      matmul_wgrad(dyr, n, R, xr, C, dw, R, C, true);
+      if (dw) {
+        float* xr = buffer(b.b, n * C);
+        round_bf16(x, xr, n * C);
+        matmul_wgrad(dyr, n, R, xr, C, dw, R, C, true);
+      }
       if (dx) {
         float* wr = buffer(b.t, R * C);
         round_bf16(w, wr, R * C);
@@ -114,6 +116,7 @@ void linear_bwd(GemmPrecision p, const float* x, const float* dy, int64_t n, con
         const QOperand qw = quantize_into(b.b, b.sb, w, R, C, C, kFp8Block, kFp8Block);
         gemm_fp8({qdy.q, qdy.s, qw.q, qw.s, kFp8Block, n, R, C, dx, C, acc_dx});
       }
+      if (!dw) return;
       // dW [R, C] += dy^T [R, n] . x [n, C], both with 128x1 tiles along the tokens.
       float* dyt = buffer(b.t, R * n);
       transpose(dy, n, R, dyt);

@@ -49,7 +49,8 @@ void gemm_fp8(const Fp8Gemm& g);
 // One Linear y[n, R] = x[n, C] . W^T (W float32 master weights [R, C]) and its backward,
 // with the GEMM inputs in precision p (F32: the plain fp32 ops).
 void linear_fwd(GemmPrecision p, const float* x, int64_t n, const float* w, int64_t R, int64_t C, float* y);
-// dW[R, C] += dy^T . x; dx[n, C] (+= with acc_dx) = dy . W unless dx is null.
+// dW[R, C] += dy^T . x unless dw is null (a frozen weight); dx[n, C] (+= with acc_dx) = dy . W
+// unless dx is null.
 void linear_bwd(GemmPrecision p, const float* x, const float* dy, int64_t n, const float* w, int64_t R, int64_t C,
                 float* dw, float* dx, bool acc_dx);
 

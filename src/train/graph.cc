@@ -109,9 +109,10 @@ struct TrainGraph::Impl {
   static void hp_linear(const float* x, int64_t n, const WeightView& w, float* y) {
     ops::linear_fwd(ops::GemmPrecision::F32, x, n, f32(w), w.rows, w.cols, y);
   }
-  static void hp_linear_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw,
-                            float* dx, bool acc_dx) {
-    ops::linear_bwd(ops::GemmPrecision::F32, x, dy, n, f32(w), w.rows, w.cols, mut(dw), dx, acc_dx);
+  // dw null: the weight is frozen (its gradient would be thrown away).
+  static void hp_linear_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, float* dw, float* dx,
+                            bool acc_dx) {
+    ops::linear_bwd(ops::GemmPrecision::F32, x, dy, n, f32(w), w.rows, w.cols, dw, dx, acc_dx);
   }
 
   void rmsnorm_bwd(const float* x, const float* dy, int64_t n, const WeightView& w, const WeightView& dw, float* dx,
@@ -387,7 +388,7 @@ struct TrainGraph::Impl {
         ops::softmax_backward(s, ds, E);
       }
     }
-    hp_linear_bwd(h2, dlog, N, m.router, gm.router, dh2, true);
+    hp_linear_bwd(h2, dlog, N, m.router, mut(gm.router), dh2, true);
   }
 
   // ---- decoder layer ---------------------------------------------------------------------
@@ -438,10 +439,11 @@ struct TrainGraph::Impl {
   }
 
   // Cross-entropy of head(xf) [N, V] against targets (-1: none), in row chunks so the logits
-  // stay bounded; dxf [N, H] gets the gradient (scaled by grad_scale) when not null, and pred
+  // stay bounded; dxf [N, H] gets the gradient (scaled by grad_scale) when not null, the head's
+  // gradient goes to ghead unless that is null (a frozen head), and pred
   // [N] each row's argmax (the greedy prediction, first of equal maxima as decoding picks) when
   // not null.
-  double head_ce(const WeightView& head, const WeightView& ghead, const float* xf, int64_t N, const int32_t* tg,
+  double head_ce(const WeightView& head, float* ghead, const float* xf, int64_t N, const int32_t* tg,
                  float grad_scale, float* dxf, int32_t* pred) {
     const int64_t V = head.rows;
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t{16} << 20) / V));
@@ -482,7 +484,7 @@ struct TrainGraph::Impl {
     st.main_count = B * (T - 1);
     float* dxfr = backward && !frozen ? zeros(dxf, N * H) : nullptr;
     std::vector<int32_t> main_pred(D > 0 ? static_cast<size_t>(N) : 0);  // [N] greedy prediction of token i+1
-    st.main_sum = head_ce(w.lm_head, gw.lm_head, xfr, N, tg.data(),
+    st.main_sum = head_ce(w.lm_head, frozen ? nullptr : mut(gw.lm_head), xfr, N, tg.data(),
                           st.main_count ? 1.0f / static_cast<float>(st.main_count) : 0.0f, dxfr,
                           D > 0 ? main_pred.data() : nullptr);
 
@@ -532,8 +534,10 @@ struct TrainGraph::Impl {
         }
       st.mtp_count[k] = B * (Tk - 1);
       const float gs = st.mtp_count[k] ? static_cast<float>(lw.mtp / static_cast<double>(D)) / static_cast<float>(st.mtp_count[k]) : 0.0f;
-      st.mtp_sum[k] = head_ce(mw.head, G(li).mtp.head, zf, Nk, tk.data(), gs, backward ? zeros(M.dzf, Nk * H) : nullptr,
-                              pk.data());
+      // A shared head (V3's tied MTP head) is the main lm_head: frozen with it under --mtp-only.
+      const bool head_frozen = frozen && G(li).mtp.head.data == gw.lm_head.data;
+      st.mtp_sum[k] = head_ce(mw.head, head_frozen ? nullptr : mut(G(li).mtp.head), zf, Nk, tk.data(), gs,
+                              backward ? zeros(M.dzf, Nk * H) : nullptr, pk.data());
       for (int64_t r = 0; r < Nk; ++r) st.mtp_agree[k] += tk[r] >= 0 && pk[r] == ref[r];
     }
     if (!backward) return st;
@@ -558,7 +562,7 @@ struct TrainGraph::Impl {
       }
       float* dee = grow(s4, Nk * H);
       rmsnorm_bwd(M.e.data(), de, Nk, mw.enorm, gm.enorm, dee, false);
-      embed_bwd(gm.embed, M.emb_tok.data(), Nk, dee);
+      if (!(frozen && gm.embed.data == gw.embed.data)) embed_bwd(gm.embed, M.emb_tok.data(), Nk, dee);
       float* dhp = grow(tmp, Nk * H);
       rmsnorm_bwd(M.hprev.data(), dhn, Nk, mw.hnorm, gm.hnorm, dhp, false);
       float* dst = k == 0 ? dxfr : zeros(mtp[static_cast<size_t>(k - 1)].dz_in, mtp[static_cast<size_t>(k - 1)].N * H);

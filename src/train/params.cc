@@ -66,11 +66,6 @@ void Params::freeze_main() {
     if (!cfg_.is_mtp_layer(t.spec.layer)) t.trainable = false;
 }
 
-void Params::zero_frozen_grads() {
-  for (const ParamTensor& t : tensors_)
-    if (!t.trainable) std::fill_n(grad_.begin() + t.offset, t.numel, 0.0f);
-}
-
 int64_t Params::trainable_count() const {
   int64_t n = 0;
   for (const ParamTensor& t : tensors_)

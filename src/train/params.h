@@ -55,9 +55,6 @@ class Params {
   // Only the MTP layers' own tensors stay trainable (`dsv3 train --mtp-only`); shared MTP
   // tensors are the main ones, so they freeze too.
   void freeze_main();
-  // Zeroes the gradients of the frozen tensors (the graph still sums the shared MTP tensors'
-  // gradients into the main ones), so a gradient dump shows only what the optimizer uses.
-  void zero_frozen_grads();
 
   // Views into data() and grad() (F32 WeightViews; the bias pointers point at data()).
   const ModelWeights& weights() const { return w_; }

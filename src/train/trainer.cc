@@ -404,10 +404,8 @@ int run_training(const TrainOptions& o_in) {
       }
       reduce_stats(st);
     }
-    if (!o.dump_grads.empty() && step == step0 && dist::is_root()) {
-      if (o.mtp_only) params.zero_frozen_grads();  // the optimizer and the clip norm skip them anyway
-      write_f32_tensors(o.dump_grads, params, params.grad());
-    }
+    // With --mtp-only the frozen tensors' gradients are zero: the graph writes none into them.
+    if (!o.dump_grads.empty() && step == step0 && dist::is_root()) write_f32_tensors(o.dump_grads, params, params.grad());
     double sumsq = grad_sumsq(params, shard);
     if (zero1) dist::allreduce_sum(&sumsq, 1);
     const double gn = std::sqrt(sumsq);
