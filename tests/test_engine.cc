@@ -283,6 +283,37 @@ TEST(Engine, ConcurrentRequestsEqualEachAlone) {
   expect_cache_empty(*m);
 }
 
+// EngineOptions::draft_max_batch: MTP drafts only while at most that many sequences run. A short
+// and a long speculative request together: the short one never drafts; the long one drafts once
+// it runs alone, from an MTP cache kept in step meanwhile; outputs stay the plain greedy ones.
+TEST(Engine, DraftsOnlyUpToDraftMaxBatch) {
+  auto m = v3();
+  const Result plain_a = run_alone(*m, prompt(0), greedy(4)), plain_b = run_alone(*m, prompt(1), greedy(24));
+  const Result alone_b = run_alone(*m, prompt(1), greedy(24, true));
+  for (int64_t limit : {int64_t{1}, int64_t{0}, int64_t{2}}) {
+    EngineOptions eo;
+    eo.draft_max_batch = limit;
+    Engine e(*m, eo);
+    Result a, b;
+    e.submit(prompt(0), greedy(4, true), collect(a));
+    e.submit(prompt(1), greedy(24, true), collect(b));
+    drain(e);
+    ASSERT_TRUE(a.finished && b.finished);
+    EXPECT_EQ(a.tokens, plain_a.tokens) << "limit " << limit;
+    EXPECT_EQ(b.tokens, plain_b.tokens) << "limit " << limit;
+    if (limit == 1) {
+      EXPECT_EQ(a.info.drafted, 0) << "drafted beside another sequence";
+      EXPECT_GT(b.info.drafted, 0) << "did not draft again once alone";
+      EXPECT_LT(b.info.drafted, alone_b.info.drafted);
+    } else {
+      EXPECT_GT(a.info.drafted, 0) << "limit " << limit;
+      EXPECT_EQ(b.info.drafted, alone_b.info.drafted) << "limit " << limit;
+      EXPECT_EQ(b.info.accepted, alone_b.info.accepted) << "limit " << limit;
+    }
+  }
+  expect_cache_empty(*m);
+}
+
 TEST(Engine, MaxTokens) {
   auto m = v3();
   const Result five = run_alone(*m, prompt(1), greedy(5));
@@ -704,6 +735,26 @@ TEST(GenerateCli, JsonGreedyAndSpeculative) {
   const std::string bad = run_cmd(std::string(DSV3_BIN) + " generate -m " + kFixtures + "/v3-fp8 --prompt-ids 0,5,x --json 2>/dev/null", rc);
   EXPECT_NE(rc, 0);
   EXPECT_TRUE(bad.empty()) << bad;
+}
+
+// `bench --parallel P --speculative` reports the P streams' drafts; by default they draft only
+// while one stream runs (--draft-max-batch 1), so streams that always run together never do.
+TEST(BenchCli, DraftMaxBatch) {
+  int rc = 0;
+  const std::string base = std::string(DSV3_BIN) + " bench -m " + kFixtures +
+                           "/v3-fp8 -p 4 -n 12 --reps 1 --parallel 3 --speculative --no-bandwidth --json";
+  const json def = json::parse(run_cmd(base + " 2>/dev/null", rc));
+  ASSERT_EQ(rc, 0);
+  EXPECT_GT(def["mtp"]["drafted"].get<int64_t>(), 0) << "one stream alone drafts";
+  EXPECT_EQ(def["mtp_parallel"]["drafted"].get<int64_t>(), 0);
+  const json all = json::parse(run_cmd(base + " --draft-max-batch 0 2>/dev/null", rc));
+  ASSERT_EQ(rc, 0);
+  EXPECT_GT(all["mtp_parallel"]["drafted"].get<int64_t>(), 0);
+  for (const char* cmd : {" bench", " serve"}) {
+    const std::string err = run_cmd(std::string(DSV3_BIN) + cmd + " -m " + kFixtures + "/v3-fp8 --draft-max-batch -1 2>&1", rc);
+    EXPECT_NE(rc, 0) << cmd;
+    EXPECT_NE(err.find("--draft-max-batch must be >= 0"), std::string::npos) << cmd << ": " << err;
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ struct BenchOpts {
   int64_t p = 128, n = 32;
   int reps = 3;
   int64_t parallel = 1;
+  int64_t draft_max_batch = EngineOptions{}.draft_max_batch;
   bool json = false, speculative = false, no_bw = false;
 };
 
@@ -41,6 +42,7 @@ int64_t proc_status_kb(const char* key) {
 int run_bench(const BenchOpts& o) {
   if (o.p <= 0 || o.n <= 1) fail("-p must be >= 1 and -n >= 2");
   if (o.parallel < 1 || o.reps < 1) fail("--parallel and --reps must be >= 1");
+  if (o.draft_max_batch < 0) fail("--draft-max-batch must be >= 0 (0: no limit), got {}", o.draft_max_batch);
   auto model = load_model(o.model);
   const ModelConfig& c = model->config();
   if (o.p + o.n > model->ctx()) fail("-p + -n ({}) exceed the context of {}", o.p + o.n, model->ctx());
@@ -53,6 +55,7 @@ int run_bench(const BenchOpts& o) {
   // reported is the median over repetitions of decode GB/s over that repetition's bandwidth.
   std::vector<double> bws, fractions;
   FinishInfo last;
+  int64_t par_drafted = 0, par_accepted = 0;  // the --parallel streams' drafts, last repetition
   // Repetition -1 is a warm-up, not recorded: it maps the weights and grows the workspaces.
   for (int r = -1; r < o.reps; ++r) {
     // One request alone (prefill and decode speed), then --parallel requests decoding together
@@ -62,6 +65,7 @@ int run_bench(const BenchOpts& o) {
       eo.prefill_chunk = o.p;
       eo.prefix_cache = false;
       eo.max_batch = par;
+      eo.draft_max_batch = o.draft_max_batch;
       Engine engine(*model, eo);
       GenerateOptions g;
       g.max_tokens = o.n;
@@ -92,7 +96,11 @@ int run_bench(const BenchOpts& o) {
           fractions.push_back(bytes_tok * dec / 1e9 / bws.back());
         }
       }
-      if (par == o.parallel) best_agg = std::max(best_agg, tokens / span);
+      if (par == o.parallel) {
+        best_agg = std::max(best_agg, tokens / span);
+        par_drafted = par_accepted = 0;
+        for (const FinishInfo& f : done) par_drafted += f.drafted, par_accepted += f.accepted;
+      }
       if (o.parallel == 1) break;
     }
   }
@@ -147,7 +155,10 @@ int run_bench(const BenchOpts& o) {
     j["aggregate_decode_tok_s"] = best_agg;
     j["aggregate_speedup"] = best_agg / best_dec;
   }
-  if (o.speculative) j["mtp"] = {{"drafted", last.drafted}, {"accepted", last.accepted}};
+  if (o.speculative) {
+    j["mtp"] = {{"drafted", last.drafted}, {"accepted", last.accepted}};
+    if (o.parallel > 1) j["mtp_parallel"] = {{"drafted", par_drafted}, {"accepted", par_accepted}};
+  }
   if (!ranks.empty()) {
     j["ranks"] = ranks;
     j["comm_bytes_per_decode_token"] = comm_tok;
@@ -162,6 +173,11 @@ int run_bench(const BenchOpts& o) {
   fmt::print("decode            {:.2f} tok/s ({} tokens)\n", best_dec, o.n);
   if (o.parallel > 1)
     fmt::print("{} streams         {:.2f} tok/s aggregate ({:.2f}x one stream)\n", o.parallel, best_agg, best_agg / best_dec);
+  if (o.speculative) {
+    fmt::print("MTP drafts        {} accepted of {} (one stream)", last.accepted, last.drafted);
+    if (o.parallel > 1) fmt::print("; {} of {} ({} streams)", par_accepted, par_drafted, o.parallel);
+    fmt::print("\n");
+  }
   fmt::print("weights per token {:.1f} MB -> {:.1f} GB/s achieved\n", bytes_tok / 1e6, achieved);
   if (bw > 0) {
     fmt::print("memory bandwidth  {:.1f} GB/s measured (median of {}, each right after a decode)\n", bw, bws.size());
@@ -191,6 +207,9 @@ const bool registered = register_command(
        app.add_option("--parallel", o->parallel, "Also decode this many streams together (continuous batching)")
            ->capture_default_str();
        app.add_flag("--speculative", o->speculative, "Decode with MTP speculative decoding");
+       app.add_option("--draft-max-batch", o->draft_max_batch,
+                      "With --speculative: MTP drafts only while at most N streams decode together (0: always)")
+           ->capture_default_str();
        app.add_flag("--no-bandwidth", o->no_bw, "Skip the memory bandwidth measurement");
        app.add_flag("--json", o->json, "Print one JSON object");
        return [o] { return run_bench(*o); };

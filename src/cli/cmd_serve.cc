@@ -23,7 +23,7 @@ namespace {
 struct ServeOpts {
   ModelArgs model;
   server::ServerOptions srv;
-  int64_t max_batch = 8, prefill_chunk = 256;
+  int64_t max_batch = 8, prefill_chunk = 256, draft_max_batch = EngineOptions{}.draft_max_batch;
   std::string speculative, model_name;
   bool no_prefix_cache = false;
   std::string cache_dir;
@@ -33,6 +33,7 @@ struct ServeOpts {
 int run_serve(ServeOpts& o) {
   if (!o.speculative.empty() && o.speculative != "mtp") fail("--speculative: only 'mtp' is supported");
   if (o.max_batch <= 0) fail("--max-batch must be positive");
+  if (o.draft_max_batch < 0) fail("--draft-max-batch must be >= 0 (0: no limit), got {}", o.draft_max_batch);
   if (o.srv.parallel <= 0) fail("--parallel must be positive");
   o.srv.speculative = o.speculative == "mtp";
   o.srv.model_name = o.model_name.empty() ? std::filesystem::path(o.model.dir).lexically_normal().filename().string()
@@ -66,6 +67,7 @@ int run_serve(ServeOpts& o) {
   EngineOptions eo;
   eo.max_batch = o.max_batch;
   eo.prefill_chunk = o.prefill_chunk;
+  eo.draft_max_batch = o.draft_max_batch;
   eo.prefix_cache = !o.no_prefix_cache;
   if (!o.cache_dir.empty()) {
     if (o.no_prefix_cache) fail("--cache-dir needs the context cache: drop --no-prefix-cache");
@@ -123,6 +125,10 @@ const bool reg_serve = register_command(
            ->capture_default_str();
        app.add_option("--prefill-chunk", o->prefill_chunk, "Prompt tokens per sequence per step")->capture_default_str();
        app.add_option("--speculative", o->speculative, "'mtp': MTP speculative decoding for every request");
+       app.add_option("--draft-max-batch", o->draft_max_batch,
+                      "MTP drafts only while at most N sequences decode together; above, they decode plainly "
+                      "(same output; on CPU a draft stops paying once a step holds several sequences). 0: always")
+           ->capture_default_str();
        app.add_option("--served-model-name", o->model_name, "Model id in responses (default: the directory name)");
        app.add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable context caching");
        app.add_option("--cache-dir", o->cache_dir, "Also keep context-cache blocks on disk here (kept across restarts)");

@@ -286,6 +286,7 @@ bool Engine::step() {
   std::vector<SeqInput> batch;
   std::vector<Seq*> owners;
   std::vector<int32_t> decode_in(running_.size() * 2);
+  const bool drafting = opt_.draft_max_batch <= 0 || static_cast<int64_t>(running_.size()) <= opt_.draft_max_batch;
   bool want_hidden = false;
   int64_t planned = 0;
   for (size_t i = 0; i < running_.size(); ++i) {
@@ -300,7 +301,7 @@ bool Engine::step() {
     } else {
       decode_in[2 * i] = s.tokens.back();
       int64_t k = 1;
-      if (s.draft >= 0 && s.processed + 2 <= model_.ctx()) decode_in[2 * i + 1] = s.draft, k = 2;
+      if (drafting && s.draft >= 0 && s.processed + 2 <= model_.ctx()) decode_in[2 * i + 1] = s.draft, k = 2;
       else s.draft = -1;
       in.tokens = std::span<const int32_t>(decode_in.data() + 2 * i, static_cast<size_t>(k));
       in.all_logits = k == 2;
@@ -399,20 +400,21 @@ bool Engine::step() {
   // time to the first token, as the main model's does, and not in decode; so do the first
   // draft's one-time checks of the MTP weights.
   if (!first.empty()) {
-    run_mtp(owners);
+    run_mtp(owners, drafting);
     for (auto [s, last] : first) {
       if (s->done) continue;  // the MTP module failed
       const int32_t t = pick(*s, last);  // `last` becomes the masked row
       emit(*s, t, last);
     }
   }
-  run_mtp(owners);
+  run_mtp(owners, drafting);
   return true;
 }
 
 // MTP: feeds the new hidden states whose next token is known (with those tokens) to the MTP
-// module, which keeps its own latent cache in step, and drafts the token after the last one.
-void Engine::run_mtp(const std::vector<Seq*>& owners) {
+// module, which keeps its own latent cache in step, and drafts the token after the last one
+// (unless !drafting: then only the latents).
+void Engine::run_mtp(const std::vector<Seq*>& owners, bool drafting) {
   const int64_t V = model_.config().vocab_size, H = model_.config().hidden_size;
   std::vector<SeqInput> mtp_batch;
   std::vector<Seq*> mtp_owners;
@@ -436,14 +438,14 @@ void Engine::run_mtp(const std::vector<Seq*>& owners) {
     int64_t width = 0;
     for (Seq* s : mtp_owners) width = std::max(width, draft_rows(*s));
     try {
-      model_.forward_mtp(mtp_batch, mo, width);
+      model_.forward_mtp(mtp_batch, mo, width, drafting);
       for (size_t i = 0; i < mtp_owners.size(); ++i) {
         Seq& s = *mtp_owners[i];
         const int64_t cnt = static_cast<int64_t>(mtp_batch[i].tokens.size());
         s.mtp_len += cnt;
         s.pending_hidden.erase(s.pending_hidden.begin(), s.pending_hidden.begin() + cnt * H);
         const bool decoding = s.processed == static_cast<int64_t>(s.tokens.size()) - 1;
-        s.draft = decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, draft_rows(s)) : -1;
+        s.draft = drafting && decoding ? argmax(mo.logits.data() + static_cast<int64_t>(i) * width, draft_rows(s)) : -1;
       }
     } catch (const Error& e) {
       for (Seq* s : mtp_owners) finish(*s, "error", e.what());

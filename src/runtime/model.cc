@@ -609,7 +609,7 @@ void Model::share_mtp_copies_once() {
   }
 }
 
-void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows) {
+void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows, bool draft) {
   if (!has_mtp()) fail("this checkpoint has no MTP module (num_nextn_predict_layers is 0)");
   check_batch(batch, true);
   share_mtp_copies_once();
@@ -636,8 +636,8 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t v
   ops::matmul(cat, n, 2 * H, M.eh_proj, x, H);
   dump("mtp_z", li, x, n, H);
   const bool some_all = std::any_of(batch.begin(), batch.end(), [](const SeqInput& s) { return s.all_logits; });
-  const int64_t m = static_cast<int64_t>(batch.size());
-  if (some_all || dump_ || m == n) {
+  const int64_t m = draft ? static_cast<int64_t>(batch.size()) : 0;  // rows that run the layer
+  if (draft && (some_all || dump_ || m == n)) {
     layer_forward(li, x, n);
     head(M.head_norm, M.head, batch, x, n, out, false, vocab_rows);
     return;
@@ -645,7 +645,8 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t v
   // Only a sequence's last position yields a draft; its earlier positions (the prompt, or the
   // token before an accepted draft) are needed only as cache latents for later attention, so
   // they go through input_norm and kv_a_proj alone [n - m rows], and the layer and head run on
-  // the last positions [m rows]. Same latents, same draft.
+  // the last positions [m rows]. Same latents, same draft. Without a draft every position is
+  // such a one.
   const LayerWeights& L = w_.layers[static_cast<size_t>(li)];
   const int64_t kvd = c.kv_lora_rank + c.qk_rope_head_dim;
   std::vector<int64_t> pos_all = w.pos;
@@ -658,7 +659,7 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t v
   t = 0;
   for (SeqInput& s : last) {
     const int64_t k = static_cast<int64_t>(s.tokens.size());
-    for (int64_t i = 0; i + 1 < k; ++i, ++r) {
+    for (int64_t i = 0; i + (draft ? 1 : 0) < k; ++i, ++r) {
       std::copy_n(x + (t + i) * H, H, h + r * H);
       w.pos.push_back(pos_all[static_cast<size_t>(t + i)]);
       w.seq.push_back(seq_all[static_cast<size_t>(t + i)]);
@@ -672,6 +673,7 @@ void Model::forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t v
   float* kv = grow(w.kv, (n - m) * kvd);
   ops::matmul(h, n - m, H, L.attn.kv_a, kv, kvd);
   store_latents(li, kv, n - m);
+  if (!draft) return;
   w.pos.clear();
   w.seq.clear();
   t = 0;

@@ -73,8 +73,10 @@ class Model {
   void forward(std::span<SeqInput> batch, ForwardOutput& out, bool want_hidden = false);
   // MTP module 0 at positions start..: tokens are t_{i+1}, hidden are h_i; logits predict t_{i+2}.
   // vocab_rows > 0: logits of token ids [0, vocab_rows) only, [rows, vocab_rows] (a cheaper
-  // draft head: see GenerateOptions::draft_vocab).
-  void forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows = 0);
+  // draft head: see GenerateOptions::draft_vocab). draft false: only the MTP layer's cache
+  // latents of every position are written (no layer, no head, out untouched), which keeps the
+  // module in step while no draft is wanted.
+  void forward_mtp(std::span<SeqInput> batch, ForwardOutput& out, int64_t vocab_rows = 0, bool draft = true);
 
   void set_dump(DumpFn fn) { dump_ = std::move(fn); }
 
