@@ -76,7 +76,8 @@ struct EngineOptions {
   int64_t prefill_chunk = 256;   // prompt tokens per sequence per step
   // MTP drafts only while at most this many sequences run (0: always). A draft adds a token to
   // every decoding sequence's step, which pays at batch 1 but not once a step's tokens already
-  // keep the CPU busy (demo model, 1 thread: 0.98x aggregate at 2 streams, 0.86x at 4; README).
+  // keep the CPU busy (demo model, 1 thread: 0.80-0.88x aggregate at 2 streams, 0.83-0.86x at 4;
+  // README, Demo model).
   // Above it, speculative sequences decode plainly (the same output) and the MTP module only
   // keeps its cache latents in step, so drafting resumes when the batch shrinks.
   int64_t draft_max_batch = 1;
