@@ -22,6 +22,7 @@ struct Model::Workspace {
   std::vector<int64_t> pos;             // [n] position of each token
   std::vector<SeqCache*> seq;           // [n] cache of each token
   std::vector<float> scores;            // per thread: scores [8, ctx] + one block's output [8, kv_lora + rope]
+  std::vector<float> rope_cs;           // [n, rope] cos/sin table of each token's position (store_latents)
 };
 
 namespace {
@@ -399,19 +400,21 @@ std::vector<RankStats> Model::expert_parallel_stats() {
 }
 
 // kv [n, kv_lora + rope] = kv_a_proj(h) of tokens w.pos/w.seq: normalises the latent part,
-// rotates the rope part (in place) and writes each row into the layer's cache.
+// rotates the rope part (in place) and writes each row into the layer's cache. Leaves each
+// token's rope table in w.rope_cs [n, rope], for the queries of the same tokens.
 void Model::store_latents(int li, float* kv, int64_t n) {
   const ModelConfig& c = config();
   const AttentionWeights& A = w_.layers[static_cast<size_t>(li)].attn;
   const int64_t rd = c.qk_rope_head_dim, kvl = c.kv_lora_rank, kvd = kvl + rd;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Workspace& w = *ws_;
-  std::vector<float> cs(static_cast<size_t>(rd));
+  float* cs_all = grow(w.rope_cs, n * rd);
   for (int64_t t = 0; t < n; ++t) {
     float* row = kv + t * kvd;
+    float* cs = cs_all + t * rd;
     ops::rmsnorm(row, 1, kvl, A.kv_a_norm, eps, row);
-    rope_.table(w.pos[t], cs.data());
-    Rope::rotate(row + kvl, cs.data(), rd);
+    rope_.table(w.pos[t], cs);
+    Rope::rotate(row + kvl, cs, rd);
     SeqCache* s = w.seq[t];
     const int64_t p = w.pos[t];
     kv_->write(li, s->blocks[static_cast<size_t>(p / KVCache::kBlockSize)], p % KVCache::kBlockSize, row, 1);
@@ -441,11 +444,8 @@ void Model::attention(int li, const float* h, int64_t n, float* out) {
     ops::matmul_batch(proj);
   }
   store_latents(li, kv, n);
-  std::vector<float> cs(static_cast<size_t>(rd));
-  for (int64_t t = 0; t < n; ++t) {
-    rope_.table(w.pos[t], cs.data());
-    for (int64_t hd = 0; hd < nh; ++hd) Rope::rotate(q + (t * nh + hd) * qk + nope, cs.data(), rd);
-  }
+  for (int64_t t = 0; t < n; ++t)  // the tables store_latents made for the same positions
+    for (int64_t hd = 0; hd < nh; ++hd) Rope::rotate(q + (t * nh + hd) * qk + nope, w.rope_cs.data() + t * rd, rd);
   dump("q", li, q, n, nh * qk);
   dump("kv_latent", li, kv, n, kvd);
 
